@@ -1,0 +1,40 @@
+"""AntUphill: walk up a slope whose angle is the task.
+
+The slope θ ~ U[low_deg, high_deg] degrees is physics-side (per-simulation gravity 9.81·(−sin θ, 0, −cos θ) on flat
+ground, notes/batched-sim.md §5). Reward per step: v_x − 0.005·‖a‖² − 5e-4·‖clip(cfrc_ext, −1, 1)‖² + 0.05, v_x the
+velocity along the slope; the episode ends when the torso height above the slope leaves [0.2, 1.0].
+
+## Version History
+- v0: initial version (Gymnasium Ant-v5 physics and observation, rotated gravity).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metarl.envs.locomotion import AntFamily, SlopeTasks, check_slope_range, sample_slopes, slope_gravity
+from metarl.registry import FamilySpec
+from metarl.sim import Simulator
+
+
+class AntUphill(AntFamily):
+    """Uphill Ant. Tasks: `SlopeTasks(slope [T])` in radians."""
+
+    Tasks = SlopeTasks
+
+    def __init__(self, spec: FamilySpec, low_deg: float = 0.0, high_deg: float = 15.0, **kwargs: Any) -> None:
+        check_slope_range(low_deg, high_deg)
+        super().__init__(spec, **kwargs)
+        self.low_deg, self.high_deg = low_deg, high_deg
+
+    def sample_tasks(self, n: int, generator: torch.Generator) -> SlopeTasks:
+        return sample_slopes(n, self.low_deg, self.high_deg, generator)
+
+    def physics(self, tasks: SlopeTasks) -> dict[str, Tensor]:
+        return {"opt.gravity": slope_gravity(tasks.slope)}
+
+    def reward_terms(self, tasks: SlopeTasks, sim: Simulator, action: Tensor, x_velocity: Tensor) -> dict[str, Tensor]:
+        return {"reward_forward": x_velocity, **self.common_terms(sim, action)}

@@ -1,0 +1,83 @@
+"""PointNav: move a point mass to a goal in the plane (MAML, Finn et al. 2017, §5.2, "2D navigation").
+
+Pure torch and fully batched. The point starts at the origin; each step moves it by the action clipped to
+[−max_step, max_step]²; reward −‖x − g‖ after the move; the episode ends once |x − g| < goal_tolerance in both
+coordinates (as in cbfinn/maml_rl `point_env_randgoal.py` and pytorch-maml-rl `2DNavigation-v0`). Goals
+g ~ U[low, high]², MAML: U[−0.5, 0.5]², H = 100 (es_maml uses U[−1, 1]²).
+
+## Version History
+- v0: initial version.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from metarl.family import StepResult, TaskFamily, check_range
+from metarl.registry import FamilySpec
+
+
+class GoalTasks(NamedTuple):
+    """2-D goal per task, float64 [T, 2]."""
+
+    goal: Tensor
+
+
+class PointNav(TaskFamily):
+    """2-D navigation. Tasks: `GoalTasks(goal [T, 2])`; obs = position (2-D), action = displacement (2-D)."""
+
+    Tasks = GoalTasks
+    obs_dim = 2
+    act_dim = 2
+
+    def __init__(
+        self,
+        spec: FamilySpec,
+        low: float = -0.5,
+        high: float = 0.5,
+        max_step: float = 0.1,
+        goal_tolerance: float = 0.01,
+    ) -> None:
+        super().__init__(spec)
+        check_range("goal coordinates", low, high)
+        if max_step <= 0 or goal_tolerance < 0:
+            raise ValueError(f"need max_step > 0 and goal_tolerance >= 0, got {max_step}, {goal_tolerance}")
+        self.low, self.high, self.goal_tolerance = low, high, goal_tolerance
+        self.action_low = torch.full((2,), -max_step, dtype=torch.float64)
+        self.action_high = torch.full((2,), max_step, dtype=torch.float64)
+
+    def sample_tasks(self, n: int, generator: torch.Generator) -> GoalTasks:
+        goal = self.low + (self.high - self.low) * torch.rand(n, 2, generator=generator, dtype=torch.float64)
+        return GoalTasks(goal)
+
+    def make_env(self, num_envs: int, backend: str = "cpu") -> PointNavEnv:
+        device = torch.device("cpu" if backend == "cpu" else backend)
+        return PointNavEnv(self, num_envs, device)
+
+
+class PointNavEnv:
+    """`num_envs` point masses as one [N, 2] tensor."""
+
+    def __init__(self, family: PointNav, num_envs: int, device: torch.device) -> None:
+        self.family = family
+        self.num_envs = num_envs
+        self.pos = torch.zeros(num_envs, 2, dtype=torch.float64, device=device)
+
+    def reset(self, tasks: GoalTasks, generator: torch.Generator, ids: Tensor | None = None) -> Tensor:
+        # deterministic start at the origin, as in MAML; the generator is unused but part of the protocol
+        self.pos[slice(None) if ids is None else ids] = 0.0
+        return self.pos.clone()
+
+    def step(self, tasks: GoalTasks, action: Tensor, ids: Tensor | None = None) -> StepResult:
+        moved = self.pos + action.to(self.pos)
+        if ids is None:
+            self.pos = moved
+        else:
+            self.pos[ids] = moved[ids]
+        delta = self.pos - tasks.goal.to(self.pos)
+        distance = delta.norm(dim=-1)
+        terminated = (delta.abs() < self.family.goal_tolerance).all(dim=-1)
+        return StepResult(self.pos.clone(), -distance, terminated, {"distance": distance})

@@ -1,0 +1,1 @@
+"""Meta-learning algorithms: one small module each, registered in `metarl.algos.ALGORITHMS`."""

@@ -1,0 +1,214 @@
+"""Batched physics backends behind one torch-facing interface.
+
+A `Simulator` holds N simulations of one MuJoCo model. Families read positions and velocities from it as float64
+torch tensors and write per-simulation model fields (gravity for slopes, masses, friction) for physics-side task
+parameters. The CPU backend wraps `mujoco.batch.Batch` (MuJoCo >= 3.17): bit-identical to stepping plain `MjData`,
+and hence to Gymnasium's MuJoCo envs (notes/batched-sim.md §3.1). A GPU backend (MJWarp) implements the same
+protocol; callers never see which one runs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import mujoco
+import mujoco.batch  # a submodule that `import mujoco` does not load (batched-sim.md §7.12)
+import numpy as np
+import torch
+from torch import Tensor
+
+BACKENDS = ("cpu",)
+"""Simulator backends available in this install (`make_simulator`'s `backend` argument)."""
+
+
+class Simulator(Protocol):
+    """N simulations of one model, stepped together. All tensors are float64 on `device`.
+
+    Shapes: `qpos [N, nq]`, `qvel [N, nv]`, `obs_state [N, nq + nv]`, `contact_forces [N, nbody, 6]`,
+    `body_xpos [N, nbody, 3]`; `ids` are int64 [n] simulation indices (None: all).
+    """
+
+    num_envs: int
+    model: mujoco.MjModel
+    frame_skip: int
+    device: torch.device
+
+    @property
+    def dt(self) -> float: ...
+    @property
+    def qpos(self) -> Tensor: ...
+    @property
+    def qvel(self) -> Tensor: ...
+    @property
+    def obs_state(self) -> Tensor: ...
+    def contact_forces(self) -> Tensor: ...
+    def body_xpos(self) -> Tensor: ...
+    def set_model_field(self, name: str, values: Tensor, ids: Tensor | None = None) -> None: ...
+    def reset(self, qpos: Tensor, qvel: Tensor, ids: Tensor | None = None) -> None: ...
+    def step(self, ctrl: Tensor, ids: Tensor | None = None) -> None: ...
+
+
+def default_nthread() -> int:
+    """Simulation threads: every core this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _np_ids(ids: Tensor | None) -> np.ndarray | None:
+    return None if ids is None else ids.numpy().astype(np.int32)
+
+
+class MujocoBatchSim:
+    """The CPU backend: one `mujoco.batch.Batch` holding all N simulations.
+
+    Each simulation is one row of `batch.state`; qpos and qvel are adjacent in that row, so the observation state
+    `[qpos, qvel]` is a single slice (no gather, no Python loop over envs).
+
+    Args:
+        model: the compiled model (shared by all simulations; per-simulation fields via `set_model_field`).
+        num_envs: N.
+        frame_skip: physics substeps per env step (Gymnasium's HalfCheetah/Ant: 5).
+        nthread: simulation threads (default: all usable cores).
+        persistent: keep one MjData per simulation. Needed by `contact_forces()`, which runs
+            `mj_rnePostConstraint` as Gymnasium does after each step (about 20 µs per simulation), and by
+            `body_xpos()`, whose rows must stay meaningful after masked steps.
+    """
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        num_envs: int,
+        frame_skip: int,
+        nthread: int | None = None,
+        persistent: bool = False,
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.model = model
+        self.num_envs = num_envs
+        self.frame_skip = frame_skip
+        self.device = torch.device("cpu")
+        nthread = default_nthread() if nthread is None else nthread
+        if nthread != 1:
+            # torch's OpenMP workers spin on the cores the simulation threads need: measured 2x slower end to end
+            # (batched-sim.md §0.2). Policies here are small; one torch thread loses nothing.
+            torch.set_num_threads(1)
+        self._batch = mujoco.batch.Batch(model, num_envs, nthread=min(nthread, num_envs), persistent=persistent)
+        off_q, nq = self._batch._component(mujoco.mjtState.mjSTATE_QPOS)
+        off_v, nv = self._batch._component(mujoco.mjtState.mjSTATE_QVEL)
+        assert off_v == off_q + nq, "mujoco state layout changed: qvel no longer follows qpos"
+        state = torch.from_numpy(self._batch.state)  # a live view: the tensors below see every step
+        self._qpos = state[:, off_q : off_q + nq]
+        self._qvel = state[:, off_v : off_v + nv]
+        self._obs_state = state[:, off_q : off_v + nv]
+        self._ctrl = torch.from_numpy(self._batch.bind("ctrl"))
+        self._persistent = persistent
+        self._xpos = self._batch.bind("xpos")  # an output refreshed by every call; read-only
+        # contact forces are computed lazily, once per step, for the simulations stepped since the last read
+        self._scratch = mujoco.MjData(model) if persistent else None
+        self._cfrc = torch.zeros(num_envs, model.nbody, 6, dtype=torch.float64)
+        self._cfrc_stale: np.ndarray | None = None
+
+    @property
+    def dt(self) -> float:
+        """Seconds per env step."""
+        return float(self.model.opt.timestep) * self.frame_skip
+
+    @property
+    def qpos(self) -> Tensor:
+        """float64 [N, nq], a live view: clone before the next `step` if you need the old values."""
+        return self._qpos
+
+    @property
+    def qvel(self) -> Tensor:
+        """float64 [N, nv], a live view."""
+        return self._qvel
+
+    @property
+    def obs_state(self) -> Tensor:
+        """float64 [N, nq + nv]: qpos then qvel, one slice of the state array (a live view)."""
+        return self._obs_state
+
+    def contact_forces(self) -> Tensor:
+        """float64 [N, nbody, 6]: `cfrc_ext` after `mj_rnePostConstraint`, as Gymnasium computes it after a step.
+
+        After a reset and before any step it is zero, as in Gymnasium (mj_resetData clears it; mj_forward does not
+        compute it).
+        """
+        if self._scratch is None:
+            raise RuntimeError("build the simulator with persistent=True to read contact forces")
+        if self._cfrc_stale is not None:
+            data = self._scratch
+            for i in self._cfrc_stale:  # Batch does not run rnePostConstraint; its per-sim MjData has what it needs
+                self._batch.get_data(int(i), data)
+                mujoco.mj_rnePostConstraint(self.model, data)
+                self._cfrc[i] = torch.from_numpy(data.cfrc_ext)
+            self._cfrc_stale = None
+        return self._cfrc
+
+    def body_xpos(self) -> Tensor:
+        """float64 [N, nbody, 3]: body positions from the last forward pass (a copy).
+
+        After a step they lag the state as in `mj_step` (with RK4: the last intermediate stage). Gymnasium's Ant-v5
+        measures its x-velocity from exactly these values.
+        """
+        if not self._persistent:
+            raise RuntimeError("build the simulator with persistent=True to read derived fields after masked steps")
+        return torch.tensor(self._xpos)
+
+    def set_model_field(self, name: str, values: Tensor, ids: Tensor | None = None) -> None:
+        """Give model field `name` (e.g. ``"opt.gravity"``, ``"body_mass"``) per-simulation values.
+
+        Args:
+            name: an MjModel field, MjOption fields as ``"opt.<name>"`` (`mujoco.batch.MODEL_FIELDS`).
+            values: [n, ...] values for the n simulations written.
+            ids: int64 [n] simulations to write (default: all).
+        """
+        field = self._batch.expand(name)
+        rows = slice(None) if ids is None else ids.numpy()
+        field[rows] = values.detach().cpu().numpy().reshape(field[rows].shape)
+        if name.startswith("opt.") or name in mujoco.MjModel._setconst_inputs:
+            # derived constants (inertia-dependent weights, bounding volumes) must follow (batched-sim.md §5)
+            self._batch.set_const(_np_ids(ids))
+
+    def reset(self, qpos: Tensor, qvel: Tensor, ids: Tensor | None = None) -> None:
+        """Reset simulations to the model defaults, set their qpos/qvel and run mj_forward (Gymnasium's
+        `mj_resetData` + `set_state`).
+
+        Args:
+            qpos: float64 [n, nq] for the n reset simulations.
+            qvel: float64 [n, nv].
+            ids: int64 [n] simulations to reset (default: all).
+        """
+        np_ids = _np_ids(ids)
+        rows = slice(None) if ids is None else ids
+        if self._persistent:
+            self.contact_forces()  # settle pending rows before zeroing the reset ones
+            self._cfrc[rows] = 0.0
+        # writes made before reset() are discarded: reset, then write, then forward (batched-sim.md §7.4)
+        self._batch.reset(np_ids, stage=mujoco.mjtStage.mjSTAGE_NONE)
+        self._qpos[rows] = qpos
+        self._qvel[rows] = qvel
+        self._batch.forward(np_ids)
+
+    def step(self, ctrl: Tensor, ids: Tensor | None = None) -> None:
+        """Apply `ctrl` (float64 [N, nu]) and advance `frame_skip` substeps; only `ids` (int64 [n]) if given."""
+        self._ctrl.copy_(ctrl)
+        np_ids = _np_ids(ids)
+        self._batch.step(np_ids, nstep=self.frame_skip)
+        if self._persistent:
+            self._cfrc_stale = np.arange(self.num_envs) if np_ids is None else np_ids
+
+
+def make_simulator(
+    model: mujoco.MjModel,
+    num_envs: int,
+    frame_skip: int,
+    backend: str = "cpu",
+    persistent: bool = False,
+    nthread: int | None = None,
+) -> Simulator:
+    """Build a `Simulator` for `backend` (see `BACKENDS`)."""
+    if backend == "cpu":
+        return MujocoBatchSim(model, num_envs, frame_skip, nthread=nthread, persistent=persistent)
+    raise ValueError(f"unknown simulator backend {backend!r}; available: {', '.join(BACKENDS)}")
