@@ -14,9 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from metarl.envs.locomotion import (
+    CheetahFamily,
+    SlopeTasks,
+    check_slope_range,
+    control_cost,
+    sample_slopes,
+    slope_gravity,
+)
 from torch import Tensor
 
-from metarl.envs.locomotion import CheetahFamily, SlopeTasks, control_cost, check_slope_range, sample_slopes, slope_gravity
 from metarl.registry import FamilySpec
 from metarl.sim import Simulator
 

@@ -136,10 +136,12 @@ class TaskFamily(ABC):
             if tensor.shape == per_task:
                 tensor = tensor.unsqueeze(0)
             if tensor.shape[1:] != per_task:
-                raise ValueError(f"{self.id} task field {name!r} must be [T, *{tuple(per_task)}], got {tuple(tensor.shape)}")
+                raise ValueError(f"{self.id} task field {name!r} must be [T, *{tuple(per_task)}], "
+                                 f"got {tuple(tensor.shape)}")
             values[name] = tensor
         if len({v.shape[0] for v in values.values()}) != 1:
-            raise ValueError(f"all task fields need the same leading dim T, got { {k: v.shape[0] for k, v in values.items()} }")
+            sizes = {k: v.shape[0] for k, v in values.items()}
+            raise ValueError(f"all task fields need the same leading dim T, got {sizes}")
         return self.Tasks(**values)
 
     def __repr__(self) -> str:

@@ -1,0 +1,180 @@
+"""Policies as `nn.Module`s for construction and checkpoints; the maths is functional.
+
+Parameters travel as a plain dict (`Params`). A dict whose leaves carry one extra leading dim holds one parameter set
+per row (per task, per ES perturbation, ...): `forward` then evaluates every row with its own parameters through
+`torch.func.vmap` over `functional_call`, one batched matmul per layer rather than a Python loop over tasks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+Params = dict[str, Tensor]
+"""Parameter name -> tensor, either the module's shapes (shared) or with a leading row dim [R, ...] (stacked)."""
+
+LOG_2PI = math.log(2.0 * math.pi)
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+class PolicyOutput(NamedTuple):
+    """mean: [..., act_dim]; log_std: [..., act_dim] broadcastable, or None for a deterministic policy."""
+
+    mean: Tensor
+    log_std: Tensor | None
+
+
+def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+    """Linear layers of `sizes` with `activation` between them (none after the last)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+def _check_sizes(obs_dim: int, act_dim: int, hidden: Sequence[int]) -> None:
+    if obs_dim < 1 or act_dim < 1 or any(h < 1 for h in hidden):
+        raise ValueError(f"sizes must be positive: obs_dim={obs_dim}, act_dim={act_dim}, hidden={tuple(hidden)}")
+
+
+class GaussianMLP(nn.Module):
+    """π(a|s) = N(μ_θ(s), diag σ²) with a learnable state-independent log σ (MAML: 2×100 ReLU, σ₀ = 1).
+
+    Args:
+        obs_dim: observation size.
+        act_dim: action size.
+        hidden: hidden layer widths.
+        activation: "relu" or "tanh".
+        init_std: initial σ for every action dim.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (100, 100),
+        activation: str = "relu",
+        init_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check_sizes(obs_dim, act_dim, hidden)
+        if init_std <= 0:
+            raise ValueError(f"init_std must be > 0, got {init_std}")
+        self.net = mlp([obs_dim, *hidden, act_dim], activation)
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+
+    def forward(self, obs: Tensor) -> PolicyOutput:
+        """obs [..., obs_dim] -> mean [..., act_dim], log_std [act_dim]."""
+        return PolicyOutput(self.net(obs), self.log_std)
+
+
+class DeterministicMLP(nn.Module):
+    """a = scale·tanh(f_θ(s)), ES-MAML's deterministic policy; `hidden=()` is the paper's linear policy.
+
+    Args:
+        obs_dim: observation size.
+        act_dim: action size.
+        hidden: hidden layer widths (empty: linear).
+        activation: "relu" or "tanh" between hidden layers.
+        scale: output scale (set to the action bound).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (),
+        activation: str = "relu",
+        scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check_sizes(obs_dim, act_dim, hidden)
+        self.net = mlp([obs_dim, *hidden, act_dim], activation)
+        self.scale = scale
+
+    def forward(self, obs: Tensor) -> PolicyOutput:
+        """obs [..., obs_dim] -> action [..., act_dim], None."""
+        return PolicyOutput(self.scale * torch.tanh(self.net(obs)), None)
+
+
+# ----------------------------------------------------------------------------------------------- functional API
+def params_of(module: nn.Module) -> Params:
+    """A detached copy of the module's parameters (the meta-parameters handed to optimisers)."""
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def num_stacked(module: nn.Module, params: Params) -> int | None:
+    """R if `params` hold one parameter set per row (leading dim R), None if they are shared."""
+    name, ref = next(iter(module.named_parameters()))
+    leaf = params[name]
+    if leaf.dim() == ref.dim():
+        return None
+    if leaf.dim() == ref.dim() + 1:
+        return int(leaf.shape[0])
+    raise ValueError(f"parameter {name!r} has shape {tuple(leaf.shape)}; the module's is {tuple(ref.shape)}")
+
+
+def stack(params: Params, rows: int) -> Params:
+    """Shared params -> [rows, ...] copies (expanded views: differentiable back to the shared params)."""
+    return {k: v.unsqueeze(0).expand(rows, *v.shape) for k, v in params.items()}
+
+
+def forward(module: nn.Module, params: Params, obs: Tensor) -> PolicyOutput:
+    """Evaluate the policy functionally.
+
+    Args:
+        module: the policy (its own parameters are ignored).
+        params: shared params, or stacked [R, ...] params with one set per row.
+        obs: [..., obs_dim] for shared params; [R, ..., obs_dim] for stacked params.
+
+    Returns:
+        mean [..., act_dim] and log_std (broadcastable to the mean) or None.
+    """
+    rows = num_stacked(module, params)
+    if rows is None:
+        return functional_call(module, params, (obs,))
+    if obs.shape[0] != rows:
+        raise ValueError(f"stacked params have {rows} rows but obs has leading dim {obs.shape[0]}")
+    return vmap(lambda p, o: functional_call(module, p, (o,)))(params, obs)
+
+
+def broadcast_log_std(out: PolicyOutput) -> Tensor:
+    """The log σ of `out` viewed to broadcast against its mean: a shared [act] or a stacked [R, act] next to a
+    [R, ..., act] mean."""
+    if out.log_std is None:
+        raise ValueError("a deterministic policy has no log-std")
+    log_std = out.log_std
+    if log_std.dim() > 1 and log_std.dim() < out.mean.dim():
+        log_std = log_std.view(log_std.shape[0], *([1] * (out.mean.dim() - log_std.dim())), log_std.shape[-1])
+    return log_std
+
+
+def gaussian_log_prob(out: PolicyOutput, act: Tensor) -> Tensor:
+    """log N(act; mean, σ²) summed over action dims: [...]. Written by hand (no `torch.distributions`) so it
+    composes with vmap and higher-order grads (metagrad.md §2.4 pitfall 4)."""
+    log_std = broadcast_log_std(out)
+    z = (act - out.mean) * torch.exp(-log_std)
+    return (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
+
+
+def log_prob(module: nn.Module, params: Params, obs: Tensor, act: Tensor) -> Tensor:
+    """log π_params(act | obs): obs [..., obs_dim], act [..., act_dim] -> [...] (stacked params: leading R)."""
+    return gaussian_log_prob(forward(module, params, obs), act)
+
+
+def diag_gaussian_kl(p: PolicyOutput, q: PolicyOutput) -> Tensor:
+    """KL(p ‖ q) of diagonal Gaussians, summed over action dims: [...]."""
+    assert p.log_std is not None and q.log_std is not None
+    var_p, var_q = torch.exp(2 * p.log_std), torch.exp(2 * q.log_std)
+    kl = q.log_std - p.log_std + (var_p + (p.mean - q.mean).square()) / (2 * var_q) - 0.5
+    return kl.sum(-1)
