@@ -5,16 +5,21 @@ classes (`TaskFamily`, `MujocoFamily`) and the batched sampler (`sample`, `Sampl
 """
 
 from metarl.family import MujocoFamily, StepResult, TaskFamily, VecEnv
+from metarl.gym_adapter import TaskEnv, register_gymnasium
 from metarl.registry import FamilySpec, make, register, registered, spec, unregister
+
+register_gymnasium()  # `gymnasium.make("metarl/<family id>")` after `import metarl` (Gymnasium 1.x has no plugins)
 
 __all__ = [
     "FamilySpec",
     "MujocoFamily",
     "StepResult",
+    "TaskEnv",
     "TaskFamily",
     "VecEnv",
     "make",
     "register",
+    "register_gymnasium",
     "registered",
     "spec",
     "unregister",

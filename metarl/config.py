@@ -1,0 +1,66 @@
+"""Config pieces shared by the algorithms: the policy and the run (seed, budget, output directory).
+
+Every config is a frozen dataclass whose field docstrings are the CLI help (tyro). Invariants are checked in
+`__post_init__` with messages that say how to fix them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from torch import nn
+
+from metarl.family import TaskFamily
+from metarl.policies import DeterministicMLP, GaussianMLP
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The policy network."""
+
+    hidden: tuple[int, ...] = (100, 100)
+    """hidden layer widths (MAML: 100 100; pytorch-maml-rl: 64 64)"""
+    activation: Literal["relu", "tanh"] = "relu"
+    """nonlinearity between hidden layers"""
+    init_std: float = 1.0
+    """initial standard deviation of the Gaussian policy"""
+    deterministic: bool = False
+    """a deterministic tanh policy (ES-MAML) instead of a Gaussian"""
+
+    def __post_init__(self) -> None:
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"policy.hidden sizes must be >= 1, got {self.hidden}")
+        if self.init_std <= 0:
+            raise ValueError(f"policy.init_std must be > 0, got {self.init_std}")
+
+    def build(self, family: TaskFamily) -> nn.Module:
+        """A fresh policy for `family` (initialised from torch's global RNG: seed it around this call)."""
+        if self.deterministic:
+            scale = float(family.action_high.abs().max()) if family.action_high.isfinite().all() else 1.0
+            return DeterministicMLP(family.obs_dim, family.act_dim, self.hidden, self.activation, scale=scale)
+        return GaussianMLP(family.obs_dim, family.act_dim, self.hidden, self.activation, self.init_std)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how long a run goes."""
+
+    seed: int = 0
+    """random seed (policy initialisation, tasks, rollouts)"""
+    iterations: int = 500
+    """meta-iterations"""
+    runs_dir: str = "runs"
+    """parent directory of run directories"""
+    checkpoint_every: int = 25
+    """write a checkpoint every this many iterations (and at the end)"""
+    tensorboard: bool = True
+    """also write TensorBoard event files"""
+    family_kwargs: dict[str, float] = field(default_factory=dict)
+    """overrides of the family's registered kwargs, e.g. high 3.0 horizon 100"""
+
+    def __post_init__(self) -> None:
+        if self.iterations < 0:
+            raise ValueError(f"run.iterations must be >= 0, got {self.iterations}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"run.checkpoint_every must be >= 1, got {self.checkpoint_every}")

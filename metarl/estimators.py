@@ -1,0 +1,159 @@
+"""Policy-gradient surrogates for the inner and outer loops of meta-RL: pure functions of (params, data).
+
+Every surrogate is an objective to *maximise* whose gradient at the sampling parameters is an unbiased estimate of
+∇V/H (per-step average, as rllab and pytorch-maml-rl; so the papers' inner step sizes carry over). They differ in
+their *Hessians*, which is what second-order MAML differentiates (notes/metagrad.md §1.6):
+
+| name | Hessian terms kept | unbiased for |
+|---|---|---|
+| ``dice`` | Loaded-DiCE (Farquhar et al. 2019) with λ: all terms at λ = 1 | ∇²V (formulation I) |
+| ``lvc`` | per-step ratio (ProMP): drops cross-time score products | biased ∇²V, low variance |
+| ``naive`` | REINFORCE `log π·A`: drops every score product | nothing: the peers' bug |
+
+`emaml` is not an inner surrogate but a meta-objective: the naive inner step (the sampled step is a deterministic map
+given the samples) plus the score term (V̂(θ′) − c)·Σ log π_θ over the pre-update actions, unbiased for formulation
+II (E-MAML / Al-Shedivat et al.; metagrad.md §1.3).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from metarl.policies import Params, PolicyOutput, diag_gaussian_kl, forward, gaussian_log_prob
+from metarl.returns import discounted_returns, discounted_total, fit_linear_baseline, gae, normalize_advantages
+from metarl.sampler import Batch
+
+InnerEstimator = Literal["dice", "lvc", "naive"]
+ESTIMATORS = ("dice", "emaml", "lvc", "naive")
+
+
+class TaskData(NamedTuple):
+    """A batch prepared for surrogates: per task [T, E, H, ...] (or [E, H, ...] inside a vmap over tasks).
+
+    Attributes:
+        obs: observations, policy dtype.
+        act: sampled actions.
+        logp_old: log-probabilities under the sampling policy (detached).
+        adv: advantages (detached, zero at masked steps).
+        mask: valid-step mask.
+        value0: [T, E], discounted return Σ_t γ^t r_t of each episode (the score term's V̂).
+    """
+
+    obs: Tensor
+    act: Tensor
+    logp_old: Tensor
+    adv: Tensor
+    mask: Tensor
+    value0: Tensor
+
+
+def prepare(
+    batch: Batch,
+    gamma: float,
+    gae_lambda: float = 1.0,
+    baseline: Literal["linear", "none"] = "linear",
+    normalize: bool = True,
+) -> TaskData:
+    """Advantages for a sampled batch: rllab's linear baseline refit per task, GAE, per-task normalisation.
+
+    Args:
+        batch: from the sampler, [T, E, H, ...].
+        gamma: discount.
+        gae_lambda: GAE λ (MAML, pytorch-maml-rl: 1).
+        baseline: "linear" (rllab's LinearFeatureBaseline, refit per task) or "none".
+        normalize: standardise advantages per task.
+    """
+    returns = discounted_returns(batch.rew, batch.mask, gamma)
+    if baseline == "linear":
+        values = fit_linear_baseline(batch.obs, returns, batch.mask)
+    elif baseline == "none":
+        values = torch.zeros_like(returns)
+    else:
+        raise ValueError(f"baseline must be 'linear' or 'none', got {baseline!r}")
+    adv = gae(batch.rew, values, batch.mask, gamma, gae_lambda)
+    if normalize:
+        adv = normalize_advantages(adv, batch.mask)
+    return TaskData(batch.obs, batch.act, batch.logp, adv.detach(), batch.mask, discounted_total(batch.rew, gamma))
+
+
+# ----------------------------------------------------------------------------------------------- surrogates
+def magic_box(x: Tensor) -> Tensor:
+    """DiCE's ⊠(x) = exp(x − ⊥x): value 1, and ∇ⁿ⊠ gives the score-function terms of every order."""
+    return torch.exp(x - x.detach())
+
+
+def _per_step_mean(terms: Tensor) -> Tensor:
+    # a fixed denominator E·H (not the valid-step count) keeps the estimate unbiased under early termination
+    return terms.sum() / terms[..., 0].numel() / terms.shape[-1]
+
+
+def loaded_dice(logp: Tensor, adv: Tensor, lam: float = 1.0) -> Tensor:
+    """Loaded-DiCE surrogate Σ_t (⊠(w_t) − ⊠(w_t − log π_t))·A_t with w_t = λ w_{t−1} + log π_t (Farquhar et al.
+    2019, eq. 5). λ = 1: unbiased derivatives of every order; λ = 0: LVC.
+
+    Args:
+        logp: [E, H] log π_θ(a_t|s_t) (zero at masked steps), differentiable.
+        adv: [E, H] detached advantages.
+        lam: λ ∈ [0, 1].
+
+    Returns:
+        scalar, per-step average over E·H.
+    """
+    if lam == 1.0:
+        w = logp.cumsum(-1)
+    else:  # w_t = Σ_{t'≤t} λ^{t−t'} log π_{t'}: a discounted cumulative sum, written without in-place ops (vmap)
+        H = logp.shape[-1]
+        t = torch.arange(H, device=logp.device)
+        decay = torch.where(t[:, None] >= t[None, :], lam ** (t[:, None] - t[None, :]).clamp_min(0), 0.0)
+        w = logp @ decay.to(logp.dtype).T
+    return _per_step_mean((magic_box(w) - magic_box(w - logp)) * adv)
+
+
+def lvc(logp: Tensor, logp_old: Tensor, adv: Tensor) -> Tensor:
+    """LVC (ProMP, Rothfuss et al. 2019): Σ_t π_θ/π_old·A_t, per-step average. Shapes as `loaded_dice`."""
+    return _per_step_mean(torch.exp(logp - logp_old) * adv)
+
+
+def naive(logp: Tensor, adv: Tensor) -> Tensor:
+    """REINFORCE Σ_t log π_θ·A_t, per-step average: right gradient, wrong Hessian (kept for comparison)."""
+    return _per_step_mean(logp * adv)
+
+
+def inner_objective(
+    policy: nn.Module,
+    params: Params,
+    data: TaskData,
+    estimator: InnerEstimator = "dice",
+    dice_lambda: float = 1.0,
+) -> Tensor:
+    """One task's inner surrogate at `params` (to maximise). `data` leaves are [E, H, ...] (one task)."""
+    logp = gaussian_log_prob(forward(policy, params, data.obs), data.act) * data.mask
+    if estimator == "dice":
+        return loaded_dice(logp, data.adv, dice_lambda)
+    if estimator == "lvc":
+        return lvc(logp, data.logp_old * data.mask, data.adv)
+    if estimator == "naive":
+        return naive(logp, data.adv)
+    raise ValueError(f"unknown inner estimator {estimator!r}; choose from dice, lvc, naive")
+
+
+def outer_objective(out: PolicyOutput, data: TaskData) -> Tensor:
+    """Post-update surrogate Σ π_θ′/π_old·A (TRPO's), per-step average over one task's [E, H]."""
+    logp = gaussian_log_prob(out, data.act)
+    return _per_step_mean(torch.exp(logp - data.logp_old) * data.adv * data.mask)
+
+
+def mean_kl(old: PolicyOutput, new: PolicyOutput, mask: Tensor) -> Tensor:
+    """KL(π_old ‖ π_new) averaged over valid states: outputs [E, H, act], mask [E, H] -> scalar."""
+    return (diag_gaussian_kl(old, new) * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def score_term(policy: nn.Module, params: Params, data: TaskData, weight: Tensor) -> Tensor:
+    """E-MAML's missing term for formulation II: weight · Σ_{e,t} log π_params(a_t^e), summed (not averaged) over
+    every pre-update action (metagrad.md §1.3: a mean-scaled term is biased). `weight` = (V̂(θ′) − c) is detached
+    and its baseline c must not depend on these samples."""
+    logp = gaussian_log_prob(forward(policy, params, data.obs), data.act) * data.mask
+    return weight.detach() * logp.sum()

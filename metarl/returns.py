@@ -1,0 +1,121 @@
+"""Returns, GAE, the linear feature baseline and advantage normalisation: pure, shape-documented functions.
+
+Shapes: leading dims `[...]` are any batch dims (typically `[T, E]`), `H` is the horizon. `mask` is 1 for steps that
+happened and 0 after an episode ended; rewards and values are 0 there.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def discounted_returns(rew: Tensor, mask: Tensor, gamma: float) -> Tensor:
+    """Reward-to-go R_t = Σ_{t' ≥ t} γ^{t'−t} r_{t'} within each episode.
+
+    Args:
+        rew: [..., H] rewards.
+        mask: [..., H] valid-step mask.
+        gamma: discount γ ∈ [0, 1].
+
+    Returns:
+        [..., H], zero at masked steps.
+    """
+    return gae(rew, torch.zeros_like(rew), mask, gamma, 1.0)
+
+
+def discounted_total(rew: Tensor, gamma: float) -> Tensor:
+    """Σ_t γ^t r_t per episode: [..., H] -> [...] (the discounted return from the start state)."""
+    weights = gamma ** torch.arange(rew.shape[-1], dtype=rew.dtype, device=rew.device)
+    return (rew * weights).sum(-1)
+
+
+def gae(rew: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> Tensor:
+    """Generalised advantage estimation (Schulman et al. 2016, eq. 16) for finite-horizon episodes.
+
+    A_t = δ_t + γλ A_{t+1}, δ_t = r_t + γ V(s_{t+1}) − V(s_t), with V = 0 after the last valid step: the horizon is
+    part of the MDP here (the families define H), so episodes are never bootstrapped past it.
+
+    Args:
+        rew: [..., H] rewards.
+        values: [..., H] baseline values V(s_t).
+        mask: [..., H] valid-step mask.
+        gamma: discount γ.
+        lam: GAE λ (1: Monte-Carlo returns minus the baseline).
+
+    Returns:
+        advantages [..., H], zero at masked steps.
+    """
+    values = values * mask
+    next_values = torch.cat([values[..., 1:], torch.zeros_like(values[..., :1])], dim=-1)
+    deltas = (rew + gamma * next_values - values) * mask
+    adv = torch.zeros_like(rew)
+    running = torch.zeros_like(rew[..., 0])
+    for t in range(rew.shape[-1] - 1, -1, -1):  # H ≤ a few hundred: a reverse loop of vector ops
+        running = deltas[..., t] + gamma * lam * running * mask[..., t]
+        adv[..., t] = running
+    return adv * mask
+
+
+def linear_features(obs: Tensor) -> Tensor:
+    """rllab's LinearFeatureBaseline features per step: [o, o², t, t², t³, 1] with o = clip(obs, ±10), t = step/100.
+
+    Args:
+        obs: [..., H, obs_dim].
+
+    Returns:
+        [..., H, 2·obs_dim + 4] float64.
+    """
+    o = obs.to(torch.float64).clamp(-10.0, 10.0)
+    H = obs.shape[-2]
+    t = (torch.arange(H, dtype=torch.float64, device=obs.device) / 100.0).view(*([1] * (o.dim() - 2)), H, 1)
+    t = t.expand(*o.shape[:-1], 1)
+    return torch.cat([o, o.square(), t, t.square(), t.pow(3), torch.ones_like(t)], dim=-1)
+
+
+def fit_linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
+    """Fit rllab's linear feature baseline per task by ridge regression and return its values.
+
+    MAML refits it on every task's batch (cbfinn/maml_rl, pytorch-maml-rl). The ridge coefficient grows ×10 until
+    the solve is finite, as in rllab.
+
+    Args:
+        obs: [T, E, H, obs_dim] observations.
+        returns: [T, E, H] regression targets (discounted reward-to-go).
+        mask: [T, E, H] valid steps (only these enter the fit).
+        reg: initial ridge coefficient.
+
+    Returns:
+        values [T, E, H] in `returns.dtype`, zero at masked steps.
+    """
+    T = obs.shape[0]
+    feats = linear_features(obs) * mask.to(torch.float64).unsqueeze(-1)  # [T, E, H, F]
+    X = feats.reshape(T, -1, feats.shape[-1])
+    y = (returns.to(torch.float64) * mask).reshape(T, -1, 1)
+    gram, rhs = X.transpose(1, 2) @ X, X.transpose(1, 2) @ y
+    eye = torch.eye(gram.shape[-1], dtype=torch.float64, device=obs.device)
+    for _ in range(5):
+        coef = torch.linalg.solve(gram + reg * eye, rhs)
+        if bool(torch.isfinite(coef).all()):
+            break
+        reg *= 10.0
+    values = (feats @ coef.unsqueeze(1)).squeeze(-1)
+    return values.to(returns.dtype) * mask
+
+
+def normalize_advantages(adv: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """Standardise advantages per task over its valid steps (rllab `center_adv`, pytorch-maml-rl).
+
+    Args:
+        adv: [T, ...] advantages.
+        mask: [T, ...] valid steps.
+        eps: added to the standard deviation.
+
+    Returns:
+        [T, ...] with zero mean and unit variance over each task's valid steps, zero at masked steps.
+    """
+    dims = tuple(range(1, adv.dim()))
+    count = mask.sum(dims, keepdim=True).clamp_min(1.0)
+    mean = (adv * mask).sum(dims, keepdim=True) / count
+    var = ((adv - mean).square() * mask).sum(dims, keepdim=True) / count
+    return (adv - mean) / (var.sqrt() + eps) * mask

@@ -1,0 +1,128 @@
+"""TRPO as functions (Schulman et al. 2015, Appendix C): conjugate gradient on KL Hessian-vector products, then a
+backtracking line search that checks the KL constraint and the surrogate improvement.
+
+It works on any objective `fn(params) -> (surrogate, kl)`; MAML passes its meta-objective, whose KL is measured on
+the post-adaptation policies and so is differentiated *through* the inner adaptation. The HVP is exact double
+backward (pytorch-maml-rl, garage); at θ_old it equals the Gauss–Newton form JᵀFJ (tested), because ∂KL/∂θ′ = 0 there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from metarl.policies import Params
+
+Objective = Callable[[Params], tuple[Tensor, Tensor]]
+"""params -> (surrogate to maximise, mean KL to the old policy), both scalars."""
+
+
+def flatten(params: Params) -> Tensor:
+    """Concatenate every tensor of a params dict into one vector."""
+    return torch.cat([p.reshape(-1) for p in params.values()])
+
+
+def unflatten(vector: Tensor, like: Params) -> Params:
+    """Inverse of `flatten` with the shapes (and names) of `like`."""
+    out, i = {}, 0
+    for name, p in like.items():
+        out[name] = vector[i : i + p.numel()].view_as(p)
+        i += p.numel()
+    return out
+
+
+def conjugate_gradient(hvp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, tol: float = 1e-10) -> Tensor:
+    """Approximately solve H x = b for symmetric positive-definite H given only products H·v."""
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = r @ r
+    for _ in range(iters):
+        hp = hvp(p)
+        alpha = rr / (p @ hp)
+        x += alpha * p
+        r -= alpha * hp
+        rr_new = r @ r
+        if rr_new < tol:
+            break
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+@dataclass(frozen=True)
+class TRPOConfig:
+    """Trust-region step settings (MAML and pytorch-maml-rl defaults)."""
+
+    max_kl: float = 0.01
+    """KL trust region δ on the post-adaptation policies (MAML: 0.01; 0.02 for HalfCheetahDir)"""
+    cg_iters: int = 10
+    """conjugate-gradient iterations"""
+    cg_damping: float = 1e-5
+    """damping added to the KL Hessian (H + λI)"""
+    ls_steps: int = 15
+    """backtracking line-search steps"""
+    ls_backtrack: float = 0.8
+    """step shrink factor per line-search step"""
+
+    def __post_init__(self) -> None:
+        if self.max_kl <= 0 or self.cg_iters < 1 or self.cg_damping < 0 or self.ls_steps < 1:
+            raise ValueError("TRPO needs max_kl > 0, cg_iters >= 1, cg_damping >= 0, ls_steps >= 1")
+        if not 0 < self.ls_backtrack < 1:
+            raise ValueError(f"ls_backtrack must be in (0, 1), got {self.ls_backtrack}")
+
+
+@dataclass(frozen=True)
+class TRPOResult:
+    """What one trust-region step did."""
+
+    params: Params
+    surrogate_before: float
+    surrogate_after: float
+    kl: float
+    step_fraction: float
+    """accepted fraction of the full natural-gradient step (0: every line-search step was rejected)"""
+    grad_norm: float
+
+
+def kl_hvp(kl: Tensor, theta: Tensor, damping: float) -> Callable[[Tensor], Tensor]:
+    """v -> (∇²KL + damping·I)·v by double backward at `theta` (a leaf vector `kl` was computed from)."""
+    (grad_kl,) = torch.autograd.grad(kl, theta, create_graph=True)
+
+    def hvp(v: Tensor) -> Tensor:
+        (hv,) = torch.autograd.grad(grad_kl @ v, theta, retain_graph=True)
+        return hv + damping * v
+
+    return hvp
+
+
+def trpo_step(objective: Objective, params: Params, cfg: TRPOConfig) -> TRPOResult:
+    """One TRPO update of `params` on `objective`.
+
+    The step direction comes from CG on the KL Hessian at θ_old; the line search then tries θ_old + βⁱ·step for
+    i = 0..ls_steps−1 and accepts the first with KL ≤ max_kl and a positive surrogate improvement.
+    """
+    theta = flatten(params).detach().requires_grad_(True)
+    surr, kl = objective(unflatten(theta, params))
+    (grad,) = torch.autograd.grad(surr, theta, retain_graph=True)
+    if not bool(torch.isfinite(grad).all()):
+        raise FloatingPointError("non-finite meta-gradient")
+    hvp = kl_hvp(kl, theta, cfg.cg_damping)
+    direction = conjugate_gradient(hvp, grad, cfg.cg_iters)
+    # the largest step along s = H⁻¹g whose quadratic KL model ½ sᵀHs·β² reaches max_kl
+    shs = 0.5 * (direction @ hvp(direction)).detach()
+    full_step = direction.detach() * torch.sqrt(cfg.max_kl / shs.clamp_min(1e-12))
+    theta_old = theta.detach()
+    surr_old = float(surr.detach())
+    for i in range(cfg.ls_steps):
+        fraction = cfg.ls_backtrack**i
+        candidate = unflatten(theta_old + fraction * full_step, params)
+        with torch.no_grad():  # torch.func transforms inside still differentiate the inner steps
+            surr_new, kl_new = objective(candidate)
+        if bool(torch.isfinite(surr_new)) and float(kl_new) <= cfg.max_kl and float(surr_new) > surr_old:
+            return TRPOResult({k: v.detach().clone() for k, v in candidate.items()}, surr_old, float(surr_new),
+                              float(kl_new), fraction, float(grad.norm()))
+    return TRPOResult({k: v.detach().clone() for k, v in params.items()}, surr_old, surr_old, 0.0, 0.0,
+                      float(grad.norm()))

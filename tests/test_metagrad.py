@@ -1,0 +1,281 @@
+"""Exact meta-gradient tests on the analytic 2-step MDP (notes/metagrad.md §3), float64, through the public API.
+
+The toy family is registered with `metarl.register` and sampled by metarl's own sampler; expectations are compared
+with closed forms by z-scores over independent chunks (|z| < 5 for unbiased estimators). Estimators that are
+*supposed* to be biased are asserted biased, so a regression to the naive surrogate fails here.
+
+Per-step averages: metarl's surrogates average over E·H steps, so the inner gradient estimates ∇V/H (H = 2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.func import jacrev, vmap
+from toy_mdp import (
+    GOALS,
+    TOY_ID,
+    GoalTasks,
+    OpenLoopGaussian,
+    grad_value,
+    hess_value,
+    j2_formulation_ii,
+    register_toy,
+    value,
+)
+
+import metarl
+from metarl.algos.maml import (
+    MAMLConfig,
+    adapt,
+    collect,
+    index_rollouts,
+    inner_step,
+    meta_gradient,
+    meta_objective,
+)
+from metarl.estimators import prepare
+from metarl.policies import params_of
+from metarl.sampler import Sampler
+from metarl.trpo import flatten, kl_hvp, unflatten
+
+H = 2
+ALPHA = 0.1
+MU = (0.3, -0.2)
+SIGMA = 0.7
+
+
+@pytest.fixture(scope="module")
+def family() -> metarl.TaskFamily:
+    register_toy()
+    yield metarl.make(TOY_ID)
+    metarl.unregister(TOY_ID)
+
+
+def exact_config(**overrides: object) -> MAMLConfig:
+    """Raw returns (γ = 1, no baseline, no normalisation): the setting the closed forms describe."""
+    base = {"family": TOY_ID, "inner_lr": ALPHA, "gamma": 1.0, "baseline": "none", "normalize_advantages": False}
+    return MAMLConfig(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+def zscore(samples: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """(mean − exact) / standard error over the leading (independent chunk) dim."""
+    se = samples.std(0) / math.sqrt(samples.shape[0])
+    return (samples.mean(0) - exact) / se
+
+
+def goal_tasks(goal: float, n: int) -> GoalTasks:
+    return GoalTasks(torch.full((n,), goal, dtype=torch.float64))
+
+
+def inner_jacobians(
+    family: metarl.TaskFamily, estimator: str, goal: float, chunks: int, per_chunk: int
+) -> torch.Tensor:
+    """dθ′/dθ of one inner step, [chunks, 3, 3], each from `per_chunk` fresh trajectories at θ = (μ0, μ1, ℓ)."""
+    policy = OpenLoopGaussian(MU, math.log(SIGMA))
+    params = params_of(policy)
+    batch = Sampler(family).sample(policy, params, goal_tasks(goal, chunks), per_chunk,
+                                   torch.Generator().manual_seed(int(goal * 10) + 7))
+    data = prepare(batch, gamma=1.0, baseline="none", normalize=False)
+
+    def step(theta: torch.Tensor, d: object) -> torch.Tensor:
+        return flatten(inner_step(policy, unflatten(theta, params), d, ALPHA, estimator))  # type: ignore[arg-type]
+
+    return vmap(jacrev(step), in_dims=(None, 0))(flatten(params), data)
+
+
+# ----------------------------------------------------------------------------------------------- check A1
+@pytest.mark.parametrize("goal", GOALS)
+def test_a1_dice_inner_jacobian_is_unbiased(family: metarl.TaskFamily, goal: float) -> None:
+    """E[dθ′/dθ] = I + α∇²V/H exactly, at any batch size: the Loaded-DiCE Hessian is unbiased for ∇²V."""
+    theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
+    exact = torch.eye(3, dtype=torch.float64) + ALPHA * hess_value(theta, goal) / H
+    z = zscore(inner_jacobians(family, "dice", goal, chunks=200, per_chunk=200), exact)
+    assert z.abs().max() < 5, z
+
+
+def test_a1_lvc_drops_the_cross_time_term(family: metarl.TaskFamily) -> None:
+    """LVC keeps every Hessian entry but ∂²/∂μ0∂μ1, which it estimates as exactly 0 (the true value is −2)."""
+    theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
+    jac = inner_jacobians(family, "lvc", 1.0, chunks=200, per_chunk=200)
+    exact = torch.eye(3, dtype=torch.float64) + ALPHA * hess_value(theta, 1.0) / H
+    assert torch.all(jac[:, 0, 1] == 0) and torch.all(jac[:, 1, 0] == 0)
+    others = zscore(jac, exact).flatten()[[0, 2, 4, 5, 6, 7, 8]]
+    assert others.abs().max() < 5, others
+
+
+def test_a1_naive_surrogate_hessian_is_biased(family: metarl.TaskFamily) -> None:
+    """The REINFORCE surrogate's Hessian drops the score products: far from ∇²V (the peers' bug)."""
+    theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
+    exact = torch.eye(3, dtype=torch.float64) + ALPHA * hess_value(theta, 1.0) / H
+    z = zscore(inner_jacobians(family, "naive", 1.0, chunks=100, per_chunk=100), exact)
+    assert z[:2, :2].abs().min() > 20, z  # the whole μμ block is wrong
+
+
+# ----------------------------------------------------------------------------------------------- check B
+def chunked_meta_gradients(
+    family: metarl.TaskFamily, cfg: MAMLConfig, reps: int, chunks: int, seed: int
+) -> torch.Tensor:
+    """Meta-gradients w.r.t. μ (σ fixed), one per chunk of reps; each rep holds all four goals. Scaled by H."""
+    policy = OpenLoopGaussian(MU, math.log(SIGMA), learn_std=False)
+    params = params_of(policy)
+    tasks = GoalTasks(torch.tensor(GOALS, dtype=torch.float64).repeat(reps))
+    rollouts = collect(Sampler(family), policy, params, tasks, cfg, torch.Generator().manual_seed(seed))
+    size = len(GOALS) * reps // chunks
+    grads = [meta_gradient(policy, params, index_rollouts(rollouts, slice(i * size, (i + 1) * size)), cfg)["mean"]
+             for i in range(chunks)]
+    return torch.stack(grads) * H
+
+
+def exact_j2_gradient(n: int) -> torch.Tensor:
+    mu = torch.tensor(MU, dtype=torch.float64, requires_grad=True)
+    objective = torch.stack([j2_formulation_ii(mu, SIGMA, g, ALPHA, n) for g in GOALS]).mean()
+    return torch.autograd.grad(objective, mu)[0]
+
+
+def test_b_emaml_is_unbiased_for_the_sampled_step_objective(family: metarl.TaskFamily) -> None:
+    """Formulation II, N = 2 episodes per inner step: naive step + score term = ∇ E_τ V(θ + α ĝ(θ; τ)) exactly."""
+    cfg = exact_config(estimator="emaml", meta_batch_size=4, episodes_per_task=2)
+    grads = chunked_meta_gradients(family, cfg, reps=50_000, chunks=100, seed=0)
+    z = zscore(grads, exact_j2_gradient(n=2))
+    assert z.abs().max() < 5, z
+
+
+def test_b_naive_meta_gradient_is_biased(family: metarl.TaskFamily) -> None:
+    """Autograd through the REINFORCE inner step without the score term misses ∇J^II (metagrad.md check B: z≈96)."""
+    cfg = exact_config(estimator="naive", meta_batch_size=4, episodes_per_task=2)
+    grads = chunked_meta_gradients(family, cfg, reps=50_000, chunks=100, seed=0)
+    z = zscore(grads, exact_j2_gradient(n=2))
+    assert z.abs().max() > 6, z
+
+
+# ----------------------------------------------------------------------------------------------- FOMAML
+def test_fomaml_equals_gradient_at_the_adapted_point(family: metarl.TaskFamily) -> None:
+    """With σ fixed, V is quadratic in μ, so E[∇V(θ + αĝ)] = ∇V(θ + α∇V/H) exactly: FOMAML's expectation."""
+    cfg = exact_config(first_order=True, meta_batch_size=4, episodes_per_task=20)
+    grads = chunked_meta_gradients(family, cfg, reps=5_000, chunks=50, seed=1)
+    theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
+    exact = torch.stack([grad_value(theta + ALPHA * grad_value(theta, g) * torch.tensor([1.0, 1.0, 0.0]) / H, g)[:2]
+                         for g in GOALS]).mean(0)
+    z = zscore(grads, exact)
+    assert z.abs().max() < 5, z
+
+
+# ----------------------------------------------------------------------------------------------- two inner steps
+def test_two_step_jacobian_is_the_product(family: metarl.TaskFamily) -> None:
+    """k = 2 with fresh episodes per step: E[dθ₂/dθ] = (I + α∇²V/H)² (σ fixed, so ∇²V is constant)."""
+    policy = OpenLoopGaussian(MU, math.log(SIGMA), learn_std=False)
+    params = params_of(policy)
+    cfg = exact_config(inner_steps=2, meta_batch_size=1, episodes_per_task=50)
+    chunks, goal = 2000, 1.0
+    rollouts = collect(Sampler(family), policy, params, goal_tasks(goal, chunks), cfg, torch.Generator().manual_seed(3))
+
+    def two_steps(mu: torch.Tensor, pre: object) -> torch.Tensor:
+        return adapt(policy, {"mean": mu}, pre, cfg.step_sizes)["mean"]  # type: ignore[arg-type]
+
+    jac = vmap(jacrev(two_steps), in_dims=(None, 0))(params["mean"], rollouts.pre)
+    theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
+    one = torch.eye(2, dtype=torch.float64) + ALPHA * hess_value(theta, goal)[:2, :2] / H
+    z = zscore(jac, one @ one)
+    assert z.abs().max() < 5, z
+
+
+# ----------------------------------------------------------------------------------------------- D1, D2
+def mlp_setup(family_id: str = "PointNav-v0", tasks: int = 3) -> tuple:
+    family = metarl.make(family_id)
+    policy = metarl.config.PolicyConfig(hidden=(8, 8), activation="tanh").build(family).double()
+    params = params_of(policy)
+    cfg = MAMLConfig(family=family_id, meta_batch_size=tasks, episodes_per_task=4, inner_steps=2)
+    gen = torch.Generator().manual_seed(5)
+    rollouts = collect(Sampler(family), policy, params, family.sample_tasks(tasks, gen), cfg, gen)
+    return policy, params, rollouts, cfg
+
+
+def loop_meta_gradient(policy: torch.nn.Module, params: dict, rollouts: object, cfg: MAMLConfig) -> dict:
+    """Reference: a Python loop over tasks with torch.autograd.grad(create_graph=True) for the inner steps."""
+    from metarl.estimators import inner_objective, outer_objective
+    from metarl.policies import forward
+
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    total = torch.zeros((), dtype=torch.float64)
+    T = rollouts.post.obs.shape[0]  # type: ignore[attr-defined]
+    for t in range(T):
+        adapted = leaves
+        for data, lr in zip(rollouts.pre, cfg.step_sizes, strict=True):  # type: ignore[attr-defined]
+            task_data = type(data)(*(f[t] for f in data))
+            loss = inner_objective(policy, adapted, task_data, cfg.estimator, cfg.dice_lambda)
+            grads = torch.autograd.grad(loss, list(adapted.values()), create_graph=True)
+            adapted = {k: v + lr * g for (k, v), g in zip(adapted.items(), grads, strict=True)}
+        post = type(rollouts.post)(*(f[t] for f in rollouts.post))  # type: ignore[attr-defined]
+        total = total + outer_objective(forward(policy, adapted, post.obs), post)
+    grads = torch.autograd.grad(total / T, list(leaves.values()))
+    return dict(zip(leaves, grads, strict=True))
+
+
+def test_d1_vmap_over_tasks_equals_python_loop() -> None:
+    policy, params, rollouts, cfg = mlp_setup()
+    ours = meta_gradient(policy, params, rollouts, cfg)
+    reference = loop_meta_gradient(policy, params, rollouts, cfg)
+    for name in params:
+        torch.testing.assert_close(ours[name], reference[name], rtol=1e-10, atol=1e-12)
+
+
+def test_d2_trpo_hvp_equals_gauss_newton() -> None:
+    """At θ_old, ∇²_θ KL(π_old ‖ π_θ′(θ)) = Jᵀ F J with J = dθ′/dθ and F the KL Hessian in θ′ (metagrad.md §2.2)."""
+    from metarl.estimators import mean_kl
+    from metarl.policies import PolicyOutput, forward
+
+    policy, params, rollouts, cfg = mlp_setup(tasks=2)
+    theta = flatten(params).requires_grad_(True)
+    _, kl = meta_objective(policy, unflatten(theta, params), rollouts, cfg)
+    v = torch.randn(theta.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = kl_hvp(kl, theta, damping=0.0)(v)
+
+    reference = torch.zeros_like(theta)
+    T = rollouts.post.obs.shape[0]
+    for t in range(T):
+        pre = tuple(type(d)(*(f[t] for f in d)) for d in rollouts.pre)
+        post = type(rollouts.post)(*(f[t] for f in rollouts.post))
+        old = PolicyOutput(rollouts.old.mean[t], rollouts.old.log_std[t])
+
+        def adapted_flat(th: torch.Tensor, pre: tuple = pre) -> torch.Tensor:
+            return flatten(adapt(policy, unflatten(th, params), pre, cfg.step_sizes))
+
+        def kl_of(phi: torch.Tensor, post: object = post, old: PolicyOutput = old) -> torch.Tensor:
+            return mean_kl(old, forward(policy, unflatten(phi, params), post.obs), post.mask)  # type: ignore[attr-defined]
+
+        jac = torch.func.jacrev(adapted_flat)(theta.detach())
+        fisher = torch.func.hessian(kl_of)(adapted_flat(theta.detach()))
+        reference += jac.T @ fisher @ jac @ v / T
+    torch.testing.assert_close(ours, reference, rtol=1e-8, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------- A2 (slow)
+@pytest.mark.slow
+def test_a2_dice_end_to_end_converges_to_formulation_one(family: metarl.TaskFamily) -> None:
+    """Formulation I end to end (learned σ): the O(α²/N) same-batch bias is removed by Richardson extrapolation
+    2G(2N) − G(N), which must match ∇J^I = ∇ mean_g V_g(θ + α∇V_g(θ)/H)."""
+    policy = OpenLoopGaussian(MU, math.log(SIGMA))
+    params = params_of(policy)
+    sampler = Sampler(family)
+
+    def mean_grad(n: int, reps: int, chunks: int, seed: int) -> torch.Tensor:
+        cfg = exact_config(meta_batch_size=4, episodes_per_task=n)
+        tasks = GoalTasks(torch.tensor(GOALS, dtype=torch.float64).repeat(reps))
+        rollouts = collect(sampler, policy, params, tasks, cfg, torch.Generator().manual_seed(seed))
+        size = len(GOALS) * reps // chunks
+        chunk = [index_rollouts(rollouts, slice(i * size, (i + 1) * size)) for i in range(chunks)]
+        return torch.stack([flatten(meta_gradient(policy, params, c, cfg)) for c in chunk]) * H
+
+    small, large = mean_grad(100, 8000, 80, 11), mean_grad(200, 4000, 80, 12)
+    extrapolated = 2 * large - small
+    theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
+
+    def j1(th: torch.Tensor) -> torch.Tensor:
+        return torch.stack([value(th + ALPHA * grad_value(th, g) / H, g) for g in GOALS]).mean()
+
+    exact = torch.func.grad(j1)(theta)
+    z = zscore(extrapolated, exact)
+    assert z.abs().max() < 5, z

@@ -1,0 +1,144 @@
+"""The analytic 2-step MDP of notes/metagrad.md §3, as a metarl task family, with its closed forms.
+
+s0 = 0; a0 ~ N(μ0, σ²); a1 ~ N(μ1, σ²) (an open-loop Gaussian policy, θ = (μ0, μ1, ℓ = log σ));
+r0 = −C·a0², r1 = −(a0 + a1 − g)², task = goal g.  V_g(θ) = −C(μ0² + σ²) − ((μ0 + μ1 − g)² + 2σ²).
+The cross-time Hessian entry ∂²V/∂μ0∂μ1 = −2 is what separates DiCE from LVC. Everything is float64.
+
+The family is registered through the public API (`metarl.register`) as "test/ToyMDP-v0" by `register_toy()`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+import metarl
+from metarl.family import StepResult, TaskFamily
+from metarl.policies import PolicyOutput
+from metarl.registry import FamilySpec
+
+C = 0.5
+GOALS = (-1.0, 0.0, 1.0, 2.0)
+TOY_ID = "test/ToyMDP-v0"
+
+
+class GoalTasks(NamedTuple):
+    goal: Tensor  # float64 [T]
+
+
+class ToyMDP(TaskFamily):
+    """obs = one-hot of the time step (so an open-loop policy is a linear map of it); no action bounds."""
+
+    Tasks = GoalTasks
+    obs_dim = 2
+    act_dim = 1
+    action_low = torch.tensor([-math.inf], dtype=torch.float64)
+    action_high = torch.tensor([math.inf], dtype=torch.float64)
+
+    def sample_tasks(self, n: int, generator: torch.Generator) -> GoalTasks:
+        idx = torch.randint(0, len(GOALS), (n,), generator=generator)
+        return GoalTasks(torch.tensor(GOALS, dtype=torch.float64)[idx])
+
+    def make_env(self, num_envs: int, backend: str = "cpu") -> ToyEnv:
+        return ToyEnv(num_envs)
+
+
+class ToyEnv:
+    def __init__(self, num_envs: int) -> None:
+        self.num_envs = num_envs
+        self.t = 0
+        self.a0 = torch.zeros(num_envs, dtype=torch.float64)
+
+    def _obs(self) -> Tensor:
+        obs = torch.zeros(self.num_envs, 2, dtype=torch.float64)
+        if self.t < 2:
+            obs[:, self.t] = 1.0
+        return obs
+
+    def reset(self, tasks: GoalTasks, generator: torch.Generator, ids: Tensor | None = None) -> Tensor:
+        self.t = 0
+        return self._obs()
+
+    def step(self, tasks: GoalTasks, action: Tensor, ids: Tensor | None = None) -> StepResult:
+        a = action[:, 0]
+        if self.t == 0:
+            self.a0 = a.clone()
+            reward = -C * a.square()
+        else:
+            reward = -(self.a0 + a - tasks.goal).square()
+        self.t += 1
+        return StepResult(self._obs(), reward, torch.zeros(self.num_envs, dtype=torch.bool), {})
+
+
+class OpenLoopGaussian(nn.Module):
+    """π(a_t) = N(μ_t, σ²): `mean` = (μ0, μ1); `log_std` is a parameter, or a fixed buffer if `learn_std=False`."""
+
+    def __init__(self, mu: tuple[float, float], log_std: float, learn_std: bool = True) -> None:
+        super().__init__()
+        self.mean = nn.Parameter(torch.tensor(mu, dtype=torch.float64))
+        ls = torch.tensor([log_std], dtype=torch.float64)
+        if learn_std:
+            self.log_std = nn.Parameter(ls)
+        else:
+            self.register_buffer("log_std", ls)
+
+    def forward(self, obs: Tensor) -> PolicyOutput:
+        return PolicyOutput((obs @ self.mean).unsqueeze(-1), self.log_std)
+
+
+def register_toy() -> None:
+    if TOY_ID not in {s.id for s in metarl.registered()}:
+        metarl.register(FamilySpec(id=TOY_ID, entry_point="toy_mdp:ToyMDP", horizon=2, tasks="goal ∈ {−1, 0, 1, 2}",
+                                   reference="notes/metagrad.md §3"))
+
+
+# ----------------------------------------------------------------------------------------------- closed forms
+def value(theta: Tensor, g: float) -> Tensor:
+    """V_g(θ) for θ = (μ0, μ1, ℓ) or θ = (μ0, μ1) with σ = `theta[2]` fixed elsewhere (pass 3 entries)."""
+    mu0, mu1, sigma = theta[0], theta[1], torch.exp(theta[2])
+    return -C * (mu0**2 + sigma**2) - ((mu0 + mu1 - g) ** 2 + 2 * sigma**2)
+
+
+def mean_value(theta: Tensor) -> Tensor:
+    return torch.stack([value(theta, g) for g in GOALS]).mean()
+
+
+def grad_value(theta: Tensor, g: float) -> Tensor:
+    return torch.func.grad(lambda th: value(th, g))(theta)
+
+
+def hess_value(theta: Tensor, g: float) -> Tensor:
+    return torch.func.hessian(lambda th: value(th, g))(theta)
+
+
+def gauss_hermite(n: int) -> tuple[Tensor, Tensor]:
+    """Probabilists' Gauss–Hermite nodes and weights normalised to a standard normal expectation."""
+    z, w = np.polynomial.hermite_e.hermegauss(n)
+    return torch.tensor(z, dtype=torch.float64), torch.tensor(w / w.sum(), dtype=torch.float64)
+
+
+def j2_formulation_ii(mu: Tensor, sigma: float, g: float, alpha: float, n: int, horizon: int = 2) -> Tensor:
+    """J^II_N for one goal with fixed σ: E over N pre-update trajectories of V(θ + α ĝ), ĝ the naive per-step-average
+    inner gradient with raw returns (γ = 1, no baseline) — exactly what metarl's emaml pipeline adapts with.
+
+    V is quadratic in μ, so E V(θ + αĝ) = V(θ + α E ĝ) + (α²/2) tr(∇²V Cov ĝ), Cov ĝ = Cov(q)/N for the
+    single-trajectory term q = (1/H)·(R0 (a0 − μ0), R1 (a1 − μ1))/σ². E q and E qqᵀ are polynomial moments, exact
+    under 2-D Gauss–Hermite quadrature with nodes a = μ + σz that move with μ (so autograd gives the exact ∇).
+    """
+    z, w = gauss_hermite(8)
+    a0 = mu[0] + sigma * z[:, None]
+    a1 = mu[1] + sigma * z[None, :]
+    weight = w[:, None] * w[None, :]
+    r0, r1 = -C * a0**2, -(a0 + a1 - g) ** 2
+    q = torch.stack([(r0 + r1) * (a0 - mu[0]), r1 * (a1 - mu[1])]) / sigma**2 / horizon  # [2, n, n]
+    eq = (q * weight).sum((1, 2))
+    eqq = (q[:, None] * q[None, :] * weight).sum((2, 3))
+    cov = (eqq - torch.outer(eq, eq)) / n
+    ls = torch.tensor(math.log(sigma), dtype=torch.float64)
+    adapted = torch.cat([mu + alpha * eq, ls.view(1)])
+    hess = hess_value(torch.cat([mu, ls.view(1)]), g)[:2, :2]  # constant in μ
+    return value(adapted, g) + 0.5 * alpha**2 * (hess * cov).sum()
