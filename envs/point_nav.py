@@ -80,4 +80,5 @@ class PointNavEnv:
         delta = self.pos - tasks.goal.to(self.pos)
         distance = delta.norm(dim=-1)
         terminated = (delta.abs() < self.family.goal_tolerance).all(dim=-1)
-        return StepResult(self.pos.clone(), -distance, terminated, {"distance": distance})
+        # info carries the reward's terms (StepResult contract) plus the raw distance as a diagnostic
+        return StepResult(self.pos.clone(), -distance, terminated, {"reward_distance": -distance, "distance": distance})

@@ -1,19 +1,22 @@
 """Command line: `metarl <command> [flags]` (also `python -m metarl`).
 
 Commands:
-    families   list the registered task families
-    sample     roll out a random policy on a family and report env-steps/s
-    demo       the README's main job on a small default
+    train ALGO   meta-train (ALGO: maml, fomaml, ...); `metarl train ALGO --help` lists flags and presets
+    families     list the registered task families
+    sample       roll out a random policy on a family and report env-steps/s
+    demo         the README's main job on a small default
 
 Each command's flags come from a frozen dataclass through tyro: field docstrings are the `--help` text.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import tyro
@@ -87,7 +90,7 @@ def run_sample(args: SampleArgs) -> dict[str, float]:
 
     if args.tasks < 1 or args.episodes < 1 or args.repeats < 1:
         raise UserError("--tasks, --episodes and --repeats must be >= 1")
-    family = _make_family(args.family)
+    family = registry.make(args.family)
     torch.manual_seed(args.seed)  # policy initialisation only; sampling uses the explicit generator below
     policy = GaussianMLP(family.obs_dim, family.act_dim)
     generator = torch.Generator().manual_seed(args.seed)
@@ -106,11 +109,67 @@ def run_sample(args: SampleArgs) -> dict[str, float]:
     return {"steps_per_s": steps / seconds, "mean_return": ret}
 
 
-def _make_family(family_id: str) -> registry.TaskFamily:  # type: ignore[name-defined]
+# ----------------------------------------------------------------------------------------------- train
+def run_train(argv: Sequence[str]) -> Path:
+    """`metarl train ALGO [--preset NAME] [--resume RUN_DIR] [config flags]`."""
+    from metarl import training
+    from metarl.algos import ALGORITHMS
+    from metarl.config import apply_overrides
+
+    if not argv or argv[0] in ("-h", "--help"):
+        rows = "\n".join(f"  {name:10s} {a.summary}" for name, a in ALGORITHMS.items())
+        console.print(f"usage: metarl train ALGO [--preset NAME] [--resume RUN_DIR] [flags]\n\nalgorithms:\n{rows}")
+        raise UserError("name an algorithm") if not argv else SystemExit(0)
+    name, args = argv[0], list(argv[1:])
+    if name not in ALGORITHMS:
+        raise UserError(f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
+    algo = ALGORITHMS[name]
+    preset, args = _pop_flag(args, "--preset")
+    resume, args = _pop_flag(args, "--resume")
+    if resume is not None:
+        return _resume(name, Path(resume), args)
+    if preset is not None and preset not in algo.presets:
+        raise UserError(f"unknown preset {preset!r} for {name}; presets: {', '.join(algo.presets)}")
+    base = apply_overrides(algo.config_type(), {**(algo.presets[preset] if preset else {}), **algo.defaults})
+    description = f"{algo.summary}.\nPresets (--preset NAME, then flags override): {', '.join(algo.presets)}"
     try:
-        return registry.make(family_id)
-    except KeyError as err:
-        raise UserError(err.args[0]) from None
+        cfg = tyro.cli(algo.config_type, default=base, args=args, prog=f"metarl train {name}",
+                       description=description)
+    except ValueError as err:  # a config invariant (__post_init__) rejected a flag value
+        raise UserError(str(err)) from None
+    run_dir = training.run(name, cfg)
+    console.print(f"run directory: {run_dir}")
+    return run_dir
+
+
+def _pop_flag(args: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """Remove `flag VALUE` (or `flag=VALUE`) from args; return the value."""
+    for i, arg in enumerate(args):
+        if arg == flag:
+            if i + 1 >= len(args):
+                raise UserError(f"{flag} needs a value")
+            return args[i + 1], args[:i] + args[i + 2 :]
+        if arg.startswith(f"{flag}="):
+            return arg.split("=", 1)[1], args[:i] + args[i + 1 :]
+    return None, args
+
+
+def _resume(name: str, run_dir: Path, args: list[str]) -> Path:
+    from metarl import training
+    from metarl.algos import ALGORITHMS
+    from metarl.config import config_from_dict
+
+    if args:
+        raise UserError(f"--resume continues a run with its saved config; drop the other flags ({' '.join(args)})")
+    if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoint.pt").is_file():
+        raise UserError(f"{run_dir} is not a run directory with a checkpoint (config.json, checkpoint.pt)")
+    saved = json.loads((run_dir / "config.json").read_text())
+    if saved.get("algo") != name:
+        raise UserError(f"{run_dir} was trained with {saved.get('algo')!r}, not {name!r}")
+    cfg = config_from_dict(ALGORITHMS[name].config_type, saved["config"])
+    training.run(name, cfg, resume_dir=run_dir)
+    console.print(f"run directory: {run_dir}")
+    return run_dir
 
 
 # ----------------------------------------------------------------------------------------------- demo
@@ -142,14 +201,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(__doc__)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        console.print(f"[red]error:[/] unknown command {name!r}; commands: {', '.join(COMMANDS)}")
+    if name != "train" and name not in COMMANDS:
+        console.print(f"[red]error:[/] unknown command {name!r}; commands: train, {', '.join(COMMANDS)}")
         return 2
-    args_type, run = COMMANDS[name]
-    args = tyro.cli(args_type, args=rest, prog=f"metarl {name}")
     try:
-        run(args)
-    except UserError as err:
+        if name == "train":
+            run_train(rest)
+        else:
+            args_type, run = COMMANDS[name]
+            run(tyro.cli(args_type, args=rest, prog=f"metarl {name}"))
+    except (UserError, registry.UnknownFamilyError, registry.FamilyKwargsError) as err:
         console.print(f"[red]error:[/] {err}")
         return 2
+    except SystemExit as exit_:  # tyro has printed its own message (bad flag or config value)
+        return int(exit_.code or 0)
     return 0

@@ -6,9 +6,10 @@ Every config is a frozen dataclass whose field docstrings are the CLI help (tyro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from metarl.family import TaskFamily
@@ -64,3 +65,47 @@ class RunConfig:
             raise ValueError(f"run.iterations must be >= 0, got {self.iterations}")
         if self.checkpoint_every < 1:
             raise ValueError(f"run.checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+
+def build_policy(cfg: PolicyConfig, family: TaskFamily, seed: int) -> nn.Module:
+    """The policy, initialised from `seed` without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cfg.build(family)
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """`cfg` with dotted-key overrides applied, e.g. {"trpo.max_kl": 0.02, "run.iterations": 10} (presets)."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[key] = value
+    for head, sub in nested.items():
+        flat[head] = apply_overrides(getattr(cfg, head), sub)
+    return replace(cfg, **flat)
+
+
+def config_from_dict(config_type: type, data: dict[str, Any]) -> Any:
+    """Rebuild a (nested) frozen config dataclass from `config_to_dict` output (lists become tuples)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(config_type)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(config_type):
+        if f.name not in data:
+            continue
+        value, hint = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            value = config_from_dict(hint, value)  # type: ignore[arg-type]
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    unknown = set(data) - {f.name for f in dataclasses.fields(config_type)}
+    if unknown:
+        raise ValueError(f"unknown {config_type.__name__} fields {sorted(unknown)} (config from another version?)")
+    return config_type(**kwargs)

@@ -1,7 +1,8 @@
 """Policy-gradient surrogates for the inner and outer loops of meta-RL: pure functions of (params, data).
 
 Every surrogate is an objective to *maximise* whose gradient at the sampling parameters is an unbiased estimate of
-∇V/H (per-step average, as rllab and pytorch-maml-rl; so the papers' inner step sizes carry over). They differ in
+∇V/H (per-step average, as rllab and pytorch-maml-rl; so the papers' inner step sizes carry over). Each reduces the
+last two dims [E, H] and keeps any leading ones: on [T, E, H] data they return one value per task, [T]. They differ in
 their *Hessians*, which is what second-order MAML differentiates (notes/metagrad.md §1.6):
 
 | name | Hessian terms kept | unbiased for |
@@ -22,7 +23,14 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from metarl.policies import Params, PolicyOutput, diag_gaussian_kl, forward, gaussian_log_prob
+from metarl.policies import (
+    Params,
+    PolicyOutput,
+    broadcast_log_std,
+    diag_gaussian_kl,
+    forward,
+    gaussian_log_prob,
+)
 from metarl.returns import discounted_returns, discounted_total, fit_linear_baseline, gae, normalize_advantages
 from metarl.sampler import Batch
 
@@ -86,8 +94,9 @@ def magic_box(x: Tensor) -> Tensor:
 
 
 def _per_step_mean(terms: Tensor) -> Tensor:
-    # a fixed denominator E·H (not the valid-step count) keeps the estimate unbiased under early termination
-    return terms.sum() / terms[..., 0].numel() / terms.shape[-1]
+    """[..., E, H] -> [...]. A fixed denominator E·H (not the valid-step count) keeps the estimate unbiased under
+    early termination."""
+    return terms.sum((-2, -1)) / (terms.shape[-2] * terms.shape[-1])
 
 
 def loaded_dice(logp: Tensor, adv: Tensor, lam: float = 1.0) -> Tensor:
@@ -95,12 +104,12 @@ def loaded_dice(logp: Tensor, adv: Tensor, lam: float = 1.0) -> Tensor:
     2019, eq. 5). λ = 1: unbiased derivatives of every order; λ = 0: LVC.
 
     Args:
-        logp: [E, H] log π_θ(a_t|s_t) (zero at masked steps), differentiable.
-        adv: [E, H] detached advantages.
+        logp: [..., E, H] log π_θ(a_t|s_t) (zero at masked steps), differentiable.
+        adv: [..., E, H] detached advantages.
         lam: λ ∈ [0, 1].
 
     Returns:
-        scalar, per-step average over E·H.
+        [...], the per-step average over E·H.
     """
     if lam == 1.0:
         w = logp.cumsum(-1)
@@ -129,7 +138,8 @@ def inner_objective(
     estimator: InnerEstimator = "dice",
     dice_lambda: float = 1.0,
 ) -> Tensor:
-    """One task's inner surrogate at `params` (to maximise). `data` leaves are [E, H, ...] (one task)."""
+    """Inner surrogate at `params` (to maximise): data [T, E, H, ...] with params stacked [T, ...] -> [T]; or one
+    task's data [E, H, ...] with shared params -> scalar."""
     logp = gaussian_log_prob(forward(policy, params, data.obs), data.act) * data.mask
     if estimator == "dice":
         return loaded_dice(logp, data.adv, dice_lambda)
@@ -141,19 +151,24 @@ def inner_objective(
 
 
 def outer_objective(out: PolicyOutput, data: TaskData) -> Tensor:
-    """Post-update surrogate Σ π_θ′/π_old·A (TRPO's), per-step average over one task's [E, H]."""
+    """Post-update surrogate Σ π_θ′/π_old·A (TRPO's), per-step average over [..., E, H] -> [...]."""
     logp = gaussian_log_prob(out, data.act)
     return _per_step_mean(torch.exp(logp - data.logp_old) * data.adv * data.mask)
 
 
 def mean_kl(old: PolicyOutput, new: PolicyOutput, mask: Tensor) -> Tensor:
-    """KL(π_old ‖ π_new) averaged over valid states: outputs [E, H, act], mask [E, H] -> scalar."""
-    return (diag_gaussian_kl(old, new) * mask).sum() / mask.sum().clamp_min(1.0)
+    """KL(π_old ‖ π_new) averaged over valid states: outputs [..., E, H, act], mask [..., E, H] -> [...]."""
+    kl = diag_gaussian_kl(_expand_std(old), _expand_std(new)) * mask
+    return kl.sum((-2, -1)) / mask.sum((-2, -1)).clamp_min(1.0)
+
+
+def _expand_std(out: PolicyOutput) -> PolicyOutput:
+    return PolicyOutput(out.mean, broadcast_log_std(out))
 
 
 def score_term(policy: nn.Module, params: Params, data: TaskData, weight: Tensor) -> Tensor:
     """E-MAML's missing term for formulation II: weight · Σ_{e,t} log π_params(a_t^e), summed (not averaged) over
-    every pre-update action (metagrad.md §1.3: a mean-scaled term is biased). `weight` = (V̂(θ′) − c) is detached
-    and its baseline c must not depend on these samples."""
+    every pre-update action (metagrad.md §1.3: a mean-scaled term is biased). `weight` [...] = (V̂(θ′) − c) is
+    detached and its baseline c must not depend on these samples. Returns [...]."""
     logp = gaussian_log_prob(forward(policy, params, data.obs), data.act) * data.mask
-    return weight.detach() * logp.sum()
+    return weight.detach() * logp.sum((-2, -1))

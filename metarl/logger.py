@@ -36,14 +36,21 @@ def _finite_or_none(value: float) -> float | None:
 class RunLogger:
     """Appends one JSON object per step to `<run_dir>/metrics.jsonl` and mirrors scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, hparams: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        tensorboard: bool = True,
+        hparams: dict[str, Any] | None = None,
+        purge_step: int | None = None,
+    ) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         self._file = self.path.open("a", encoding="utf-8")
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: tensorboard is slow to import
 
-            self._writer = SummaryWriter(log_dir=str(run_dir))
+            # purge_step: a resumed run hides the events logged after its checkpoint (they are recomputed)
+            self._writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
             if hparams:
                 table = "\n".join(f"|{k}|{v}|" for k, v in sorted(hparams.items()))
                 self._writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")

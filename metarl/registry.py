@@ -26,6 +26,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from metarl.family import TaskFamily
 
+class UnknownFamilyError(KeyError):
+    """No family is registered under this id (the message suggests close matches)."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0])
+
+
+class FamilyKwargsError(TypeError):
+    """`make` was given keyword arguments the family does not accept (the message lists the accepted ones)."""
+
+
 _ID_RE = re.compile(r"^(?:(?P<namespace>[\w.-]+)/)?(?P<name>[A-Za-z][\w.-]*?)-v(?P<version>\d+)$")
 
 
@@ -100,7 +111,7 @@ def unregister(id: str) -> None:
     """Remove a family (used by tests and by users replacing their own registration)."""
     _ensure_builtins()
     if id not in _REGISTRY:
-        raise KeyError(_unknown_message(id))
+        raise UnknownFamilyError(_unknown_message(id))
     del _REGISTRY[id]
 
 
@@ -110,7 +121,7 @@ def spec(id: str) -> FamilySpec:
     try:
         return _REGISTRY[id]
     except KeyError:
-        raise KeyError(_unknown_message(id)) from None
+        raise UnknownFamilyError(_unknown_message(id)) from None
 
 
 def registered() -> list[FamilySpec]:
@@ -123,8 +134,9 @@ def make(id: str | FamilySpec, **overrides: Any) -> TaskFamily:
     """Build the family `id` with its registered kwargs updated by `overrides`.
 
     Raises:
-        KeyError: unknown id (with close matches).
-        TypeError: an override the family's constructor does not accept (lists the accepted names).
+        UnknownFamilyError: unknown id (with close matches); a KeyError.
+        FamilyKwargsError: an override the family's constructor does not accept (lists the accepted names); a
+            TypeError.
     """
     base = id if isinstance(id, FamilySpec) else spec(id)
     full = base.with_kwargs(**overrides)
@@ -132,7 +144,7 @@ def make(id: str | FamilySpec, **overrides: Any) -> TaskFamily:
     accepted = _accepted_kwargs(cls)
     unknown = sorted(set(full.kwargs) - accepted) if accepted is not None else []
     if unknown:
-        raise TypeError(
+        raise FamilyKwargsError(
             f"{full.id} does not accept {', '.join(map(repr, unknown))}; accepted kwargs: "
             f"{', '.join(sorted(accepted - {'spec'})) or '(none)'}, horizon"  # type: ignore[operator]
         )

@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from torch.func import jacrev, vmap
+from torch.func import jacfwd
 from toy_mdp import (
     GOALS,
     TOY_ID,
@@ -78,12 +78,17 @@ def inner_jacobians(
     params = params_of(policy)
     batch = Sampler(family).sample(policy, params, goal_tasks(goal, chunks), per_chunk,
                                    torch.Generator().manual_seed(int(goal * 10) + 7))
-    data = prepare(batch, gamma=1.0, baseline="none", normalize=False)
+    data = prepare(batch, gamma=1.0, baseline="none", normalize=False)  # one "task" row per chunk
 
-    def step(theta: torch.Tensor, d: object) -> torch.Tensor:
-        return flatten(inner_step(policy, unflatten(theta, params), d, ALPHA, estimator))  # type: ignore[arg-type]
+    def step(theta: torch.Tensor) -> torch.Tensor:
+        return per_task_flat(inner_step(policy, unflatten(theta, params), data, ALPHA, estimator))
 
-    return vmap(jacrev(step), in_dims=(None, 0))(flatten(params), data)
+    return jacfwd(step)(flatten(params))  # [chunks, 3, 3]; forward mode: 3 tangents, not 3·chunks cotangents
+
+
+def per_task_flat(params: dict) -> torch.Tensor:
+    """Stacked params [T, ...] -> [T, P]."""
+    return torch.cat([v.reshape(v.shape[0], -1) for v in params.values()], dim=1)
 
 
 # ----------------------------------------------------------------------------------------------- check A1
@@ -172,10 +177,10 @@ def test_two_step_jacobian_is_the_product(family: metarl.TaskFamily) -> None:
     chunks, goal = 2000, 1.0
     rollouts = collect(Sampler(family), policy, params, goal_tasks(goal, chunks), cfg, torch.Generator().manual_seed(3))
 
-    def two_steps(mu: torch.Tensor, pre: object) -> torch.Tensor:
-        return adapt(policy, {"mean": mu}, pre, cfg.step_sizes)["mean"]  # type: ignore[arg-type]
+    def two_steps(mu: torch.Tensor) -> torch.Tensor:
+        return adapt(policy, {"mean": mu}, rollouts.pre, cfg.step_sizes)["mean"]  # [chunks, 2]
 
-    jac = vmap(jacrev(two_steps), in_dims=(None, 0))(params["mean"], rollouts.pre)
+    jac = jacfwd(two_steps)(params["mean"])
     theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
     one = torch.eye(2, dtype=torch.float64) + ALPHA * hess_value(theta, goal)[:2, :2] / H
     z = zscore(jac, one @ one)

@@ -1,1 +1,40 @@
-"""Meta-learning algorithms: one small module each, registered in `metarl.algos.ALGORITHMS`."""
+"""Meta-learning algorithms: one small module each, listed in `ALGORITHMS` (the CLI's `metarl train <name>`).
+
+Adding an algorithm means one module with a frozen config dataclass and `train(cfg, logger, on_iteration, state)`,
+one row here, one docs page and one CLI smoke test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from metarl.algos import maml
+from metarl.config import build_policy
+from metarl.family import TaskFamily
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A row of the algorithm table."""
+
+    config_type: type
+    train: Callable[..., Any]
+    presets: dict[str, dict[str, Any]]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """config overrides that define this algorithm on top of `config_type` (FOMAML = MAML + first_order)"""
+    summary: str = ""
+
+    def build_policy(self, cfg: Any, family: TaskFamily) -> nn.Module:
+        return build_policy(cfg.policy, family, cfg.run.seed)
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "maml": Algorithm(maml.MAMLConfig, maml.train, maml.PRESETS,
+                      summary="second-order MAML (unbiased Loaded-DiCE meta-gradient), TRPO or Adam outer step"),
+    "fomaml": Algorithm(maml.MAMLConfig, maml.train, maml.PRESETS, defaults=maml.FOMAML,
+                        summary="first-order MAML: MAML with the inner gradients detached"),
+}

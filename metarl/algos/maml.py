@@ -20,16 +20,16 @@ Which objective the meta-gradient estimates depends on `estimator` (metarl/estim
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, vmap
+from torch.func import grad
 
 from metarl import registry
-from metarl.config import PolicyConfig, RunConfig
+from metarl.config import PolicyConfig, RunConfig, build_policy
 from metarl.estimators import (
     ESTIMATORS,
     TaskData,
@@ -39,10 +39,10 @@ from metarl.estimators import (
     prepare,
     score_term,
 )
-from metarl.family import TaskFamily
 from metarl.logger import Logger, NullLogger
-from metarl.policies import Params, PolicyOutput, forward, params_of
+from metarl.policies import Params, PolicyOutput, forward, num_stacked, params_of, stack
 from metarl.sampler import Sampler, SamplerProtocol
+from metarl.training import OnIteration, TrainState
 from metarl.trpo import TRPOConfig, trpo_step
 
 
@@ -113,6 +113,14 @@ FOMAML = {"first_order": True}
 
 
 # ----------------------------------------------------------------------------------------------- inner loop
+def per_task(policy: nn.Module, params: Params, data: TaskData) -> Params:
+    """Params with one copy per task of `data` ([T, E, H, ...]): shared params are expanded (a differentiable
+    view), stacked ones pass through. Single-task data ([E, H, ...]) keeps shared params as they are."""
+    if num_stacked(policy, params) is None and data.adv.dim() == 3:
+        return stack(params, data.adv.shape[0])
+    return params
+
+
 def inner_step(
     policy: nn.Module,
     params: Params,
@@ -122,13 +130,16 @@ def inner_step(
     dice_lambda: float = 1.0,
     first_order: bool = False,
 ) -> Params:
-    """θ + α·∇L_in(θ; data) for ONE task (data leaves [E, H, ...]); differentiable in θ unless `first_order`.
+    """θ_t + α·∇L_in(θ_t; data_t) for every task t at once; differentiable in θ unless `first_order`.
 
-    Formulation II ("emaml") differentiates the naive surrogate: given its samples, the sampled step is exactly the
-    map θ ↦ θ + α ĝ_naive(θ).
+    With data [T, E, H, ...] the params are made per task ([T, ...]); the surrogates are separable across tasks, so
+    the gradient of their *sum* w.r.t. the stacked copy is exactly the per-task gradients: one batched backward
+    pass instead of a vmap over tasks. Formulation II ("emaml") differentiates the naive surrogate: given its
+    samples, the sampled step is exactly θ ↦ θ + α ĝ_naive(θ).
     """
     inner = "naive" if estimator == "emaml" else estimator
-    g = grad(lambda p: inner_objective(policy, p, data, inner, dice_lambda))(params)
+    params = per_task(policy, params, data)
+    g = grad(lambda p: inner_objective(policy, p, data, inner, dice_lambda).sum())(params)
     if first_order:
         g = {k: v.detach() for k, v in g.items()}
     return {k: params[k] + lr * g[k] for k in params}
@@ -143,20 +154,10 @@ def adapt(
     dice_lambda: float = 1.0,
     first_order: bool = False,
 ) -> Params:
-    """Replay k inner steps for ONE task on stored data (step j uses `steps[j]`, sampled with θ_j)."""
+    """Replay k inner steps on stored data (step j uses `steps[j]`, sampled with θ_j); returns θ_k per task."""
     for data, lr in zip(steps, lrs, strict=True):
         params = inner_step(policy, params, data, lr, estimator, dice_lambda, first_order)
     return params
-
-
-def adapt_batched(policy: nn.Module, params: Params, data: TaskData, lr: float, cfg: MAMLConfig) -> Params:
-    """One inner step for every task at once: params shared or stacked [T, ...], data [T, ...] -> stacked [T, ...]."""
-    stacked = next(iter(params.values())).dim() > next(iter(policy.parameters())).dim()
-    step = vmap(
-        lambda p, d: inner_step(policy, p, d, lr, cfg.estimator, cfg.dice_lambda, cfg.first_order),
-        in_dims=(0 if stacked else None, 0),
-    )
-    return {k: v.detach() for k, v in step(params, data).items()}
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -196,7 +197,9 @@ def collect(
         data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages)
         pre.append(data)
         returns.append(float(batch.returns.mean()))
-        adapted = adapt_batched(policy, adapted, data, lr, cfg)
+        with torch.no_grad():  # no graph needed while collecting; torch.func.grad still differentiates inside
+            step = inner_step(policy, adapted, data, lr, cfg.estimator, cfg.dice_lambda, cfg.first_order)
+        adapted = {k: v.detach() for k, v in step.items()}
     batch = sampler.sample(policy, adapted, tasks, E, generator)
     post = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages)
     returns.append(float(batch.returns.mean()))
@@ -233,38 +236,23 @@ def _score_weights(post: TaskData, cfg: MAMLConfig, horizon: int) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- meta-objective
-def task_meta_objective(
-    policy: nn.Module,
-    params: Params,
-    pre: Sequence[TaskData],
-    post: TaskData,
-    old: PolicyOutput,
-    score_weight: Tensor,
-    cfg: MAMLConfig,
-) -> tuple[Tensor, Tensor]:
-    """ONE task's (surrogate, KL) as a function of the meta-parameters, through all k inner steps."""
-    adapted = params
-    surrogate = torch.zeros((), dtype=post.adv.dtype)
-    for data, lr in zip(pre, cfg.step_sizes, strict=True):
-        if cfg.estimator == "emaml" and not cfg.first_order:
-            surrogate = surrogate + score_term(policy, adapted, data, score_weight)
-        adapted = inner_step(policy, adapted, data, lr, cfg.estimator, cfg.dice_lambda, cfg.first_order)
-    out = forward(policy, adapted, post.obs)
-    surrogate = surrogate + outer_objective(out, post)
-    kl = mean_kl(old, out, post.mask) if old.log_std is not None else torch.zeros_like(surrogate)
-    return surrogate, kl
-
-
 def meta_objective(policy: nn.Module, params: Params, rollouts: MetaRollouts, cfg: MAMLConfig) -> tuple[Tensor, Tensor]:
-    """(mean surrogate, mean KL) over the T tasks, vmapped over tasks: pure in (params, rollouts)."""
-    per_task = vmap(
-        lambda pre, post, old_mean, old_log_std, w: task_meta_objective(
-            policy, params, pre, post, PolicyOutput(old_mean, old_log_std), w, cfg),
-        in_dims=(0, 0, 0, 0 if rollouts.old.log_std is not None and rollouts.old.log_std.dim() > 1 else None, 0),
-    )
-    surrogate, kl = per_task(rollouts.pre, rollouts.post, rollouts.old.mean, rollouts.old.log_std,
-                             rollouts.score_weight)
-    return surrogate.mean(), kl.mean()
+    """(surrogate, KL) averaged over the T tasks as functions of the meta-parameters θ, through all k inner steps.
+
+    Pure in (params, rollouts). The KL is KL(π_θ′_old ‖ π_θ′(θ)) on the post-update states, so TRPO's trust region
+    is measured on the adapted policies, as in MAML.
+    """
+    adapted = per_task(policy, params, rollouts.post)
+    surrogate = torch.zeros(rollouts.score_weight.shape, dtype=rollouts.post.adv.dtype)
+    for data, lr in zip(rollouts.pre, cfg.step_sizes, strict=True):
+        if cfg.estimator == "emaml" and not cfg.first_order:
+            surrogate = surrogate + score_term(policy, adapted, data, rollouts.score_weight)
+        adapted = inner_step(policy, adapted, data, lr, cfg.estimator, cfg.dice_lambda, cfg.first_order)
+    out = forward(policy, adapted, rollouts.post.obs)
+    surrogate = surrogate + outer_objective(out, rollouts.post)
+    if rollouts.old.log_std is None:
+        return surrogate.mean(), torch.zeros((), dtype=surrogate.dtype)
+    return surrogate.mean(), mean_kl(rollouts.old, out, rollouts.post.mask).mean()
 
 
 def meta_gradient(policy: nn.Module, params: Params, rollouts: MetaRollouts, cfg: MAMLConfig) -> Params:
@@ -286,90 +274,95 @@ def meta_gradient(policy: nn.Module, params: Params, rollouts: MetaRollouts, cfg
 
 
 # ----------------------------------------------------------------------------------------------- training
-class TrainResult(NamedTuple):
-    """What `train` returns: the meta-policy and its final parameters, the run directory, the last metrics."""
-
-    policy: nn.Module
-    params: Params
-    run_dir: Any
-    metrics: dict[str, float]
-
-
-def build_policy(cfg: PolicyConfig, family: TaskFamily, seed: int) -> nn.Module:
-    """The policy, initialised from `seed` without touching the global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return cfg.build(family)
-
-
 def meta_update(
     policy: nn.Module,
     params: Params,
     rollouts: MetaRollouts,
     cfg: MAMLConfig,
-    optimizer: torch.optim.Optimizer | None,
-) -> tuple[Params, dict[str, float]]:
-    """One outer step (TRPO or Adam); returns the new params and outer/* metrics."""
+    optimizer_state: dict[str, Any] | None,
+) -> tuple[Params, dict[str, Any] | None, dict[str, float]]:
+    """One outer step (TRPO, or Adam from `optimizer_state`); returns new params, optimiser state, outer/* metrics."""
     if cfg.outer == "trpo":
         result = trpo_step(lambda p: meta_objective(policy, p, rollouts, cfg), params, cfg.trpo)
-        return result.params, {
+        return result.params, None, {
             "outer/surrogate_before": result.surrogate_before,
             "outer/surrogate_after": result.surrogate_after,
             "outer/kl": result.kl,
             "outer/step_fraction": result.step_fraction,
             "outer/grad_norm": result.grad_norm,
         }
-    assert optimizer is not None
     grads = meta_gradient(policy, params, rollouts, cfg)
-    for group in optimizer.param_groups:
-        for p, name in zip(group["params"], params, strict=True):
-            p.grad = -grads[name]  # Adam minimises; J is maximised
-    optimizer.step()
-    new = {name: p.detach().clone() for name, p in zip(params, optimizer.param_groups[0]["params"], strict=True)}
+    new, state = adam_ascent(params, grads, cfg.outer_lr, optimizer_state)
     norm = float(torch.sqrt(sum(g.square().sum() for g in grads.values())))
-    return new, {"outer/grad_norm": norm}
+    return new, state, {"outer/grad_norm": norm}
+
+
+def adam_ascent(
+    params: Params, grads: Params, lr: float, state: dict[str, Any] | None
+) -> tuple[Params, dict[str, Any]]:
+    """One Adam step *up* the gradient, with the optimiser state kept as data (checkpointable)."""
+    leaves = [p.detach().clone().requires_grad_(True) for p in params.values()]
+    optimizer = torch.optim.Adam(leaves, lr=lr, maximize=True)
+    if state is not None:
+        optimizer.load_state_dict(state)
+    for leaf, name in zip(leaves, params, strict=True):
+        leaf.grad = grads[name].detach().clone()
+    optimizer.step()
+    return {name: leaf.detach() for name, leaf in zip(params, leaves, strict=True)}, optimizer.state_dict()
+
+
+def iteration_metrics(rollouts: MetaRollouts, outer: dict[str, float], env_steps: int, steps: int,
+                      sample_s: float, update_s: float) -> dict[str, float]:
+    """The per-iteration record: meta/ returns per adaptation stage, outer/ step statistics, perf/ timings."""
+    return {
+        "meta/return_pre": rollouts.returns[0],
+        **{f"meta/return_post_{j}": r for j, r in enumerate(rollouts.returns[1:], start=1)},
+        **outer,
+        "perf/env_steps": float(env_steps),
+        "perf/sample_s": sample_s,
+        "perf/update_s": update_s,
+        "perf/steps_per_s": steps / max(sample_s, 1e-9),
+    }
+
+
+def init_state(cfg: MAMLConfig, policy: nn.Module) -> TrainState:
+    return TrainState(0, params_of(policy), torch.Generator().manual_seed(cfg.run.seed).get_state())
 
 
 def train(
     cfg: MAMLConfig,
     logger: Logger | None = None,
-    on_iteration: Callable[[int, dict[str, float], Params], None] | None = None,
-) -> TrainResult:
-    """Meta-train with `cfg`; reports metrics to `logger` each iteration and returns the final meta-policy."""
+    on_iteration: OnIteration | None = None,
+    state: TrainState | None = None,
+) -> TrainState:
+    """Meta-train with `cfg` from `state` (default: a fresh start) to `cfg.run.iterations`; returns the final state.
+
+    All randomness after the policy's initialisation comes from one generator whose state is part of `TrainState`,
+    so continuing from a saved state reproduces an uninterrupted run exactly.
+    """
     logger = logger or NullLogger()
     family = registry.make(cfg.family, **cfg.run.family_kwargs)
     policy = build_policy(cfg.policy, family, cfg.run.seed)
-    params = params_of(policy)
+    state = state or init_state(cfg, policy)
     sampler = Sampler(family)
-    generator = torch.Generator().manual_seed(cfg.run.seed)
-    optimizer = None
-    if cfg.outer == "adam":
-        leaves = [p.clone().requires_grad_(True) for p in params.values()]
-        optimizer = torch.optim.Adam(leaves, lr=cfg.outer_lr)
-    metrics: dict[str, float] = {}
-    total_steps = 0
-    for it in range(cfg.run.iterations):
-        start = time.perf_counter()
+    generator = torch.Generator()
+    generator.set_state(state.generator_state)
+    params, optimizer_state, env_steps = state.params, state.optimizer_state, state.env_steps
+    for it in range(state.iteration, cfg.run.iterations):
+        clock = time.perf_counter()
         tasks = family.sample_tasks(cfg.meta_batch_size, generator)
         rollouts = collect(sampler, policy, params, tasks, cfg, generator)
-        sampled = time.perf_counter()
-        params, outer = meta_update(policy, params, rollouts, cfg, optimizer)
-        done = time.perf_counter()
+        sample_s = time.perf_counter() - clock
+        params, optimizer_state, outer = meta_update(policy, params, rollouts, cfg, optimizer_state)
         steps = int(sum(d.mask.sum() for d in (*rollouts.pre, rollouts.post)))
-        total_steps += steps
-        metrics = {
-            "meta/return_pre": rollouts.returns[0],
-            **{f"meta/return_post_{j}": r for j, r in enumerate(rollouts.returns[1:], start=1)},
-            **outer,
-            "perf/env_steps": float(total_steps),
-            "perf/sample_s": sampled - start,
-            "perf/update_s": done - sampled,
-            "perf/steps_per_s": steps / (sampled - start),
-        }
+        env_steps += steps
+        metrics = iteration_metrics(rollouts, outer, env_steps, steps, sample_s,
+                                    time.perf_counter() - clock - sample_s)
         logger.log(it, metrics)
+        state = TrainState(it + 1, params, generator.get_state(), optimizer_state, env_steps)
         if on_iteration is not None:
-            on_iteration(it, metrics, params)
-    return TrainResult(policy, params, None, metrics)
+            on_iteration(state, metrics)
+    return state
 
 
 # ----------------------------------------------------------------------------------------------- presets
@@ -394,18 +387,3 @@ PRESETS: dict[str, dict[str, Any]] = {
              "policy.hidden": (64, 64), "policy.activation": "tanh", "run.iterations": 40,
              "run.checkpoint_every": 10},
 }
-
-
-def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
-    """`cfg` with dotted-key overrides applied, e.g. {"trpo.max_kl": 0.02, "run.iterations": 10}."""
-    nested: dict[str, dict[str, Any]] = {}
-    flat: dict[str, Any] = {}
-    for key, value in overrides.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            flat[key] = value
-    for head, sub in nested.items():
-        flat[head] = apply_overrides(getattr(cfg, head), sub)
-    return replace(cfg, **flat)

@@ -1,0 +1,111 @@
+"""`metarl train` smoke runs for every algorithm with tiny budgets, run-directory contents, determinism, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarl.algos import ALGORITHMS
+from metarl.cli import main
+from metarl.logger import read_metrics
+from metarl.registry import FamilySpec
+
+TINY = {
+    "maml": ["--meta-batch-size", "3", "--episodes-per-task", "2", "--policy.hidden", "8", "8"],
+    "fomaml": ["--meta-batch-size", "3", "--episodes-per-task", "2", "--policy.hidden", "8", "8"],
+}
+
+
+def train(tmp_path: Path, algo: str, *extra: str, iterations: int = 2, seed: int = 0) -> Path:
+    runs = tmp_path / "runs"
+    before = set(runs.glob("*")) if runs.exists() else set()
+    argv = ["train", algo, "--family", "PointNav-v0", *TINY.get(algo, []), "--run.iterations", str(iterations),
+            "--run.runs-dir", str(runs), "--run.seed", str(seed), "--run.checkpoint-every", "1",
+            "--run.no-tensorboard", *extra]
+    assert main(argv) == 0
+    (run_dir,) = set(runs.glob("*")) - before
+    return run_dir
+
+
+def deterministic_part(record: dict) -> dict:
+    """Everything but wall-clock measurements (perf/ keys other than the step count)."""
+    return {k: v for k, v in record.items() if not k.startswith("perf/") or k == "perf/env_steps"}
+
+
+@pytest.mark.parametrize("algo", sorted(TINY))
+def test_train_writes_a_complete_run_directory(tmp_path: Path, algo: str) -> None:
+    run_dir = train(tmp_path, algo)
+    assert run_dir.name.startswith(f"PointNav-v0__{algo}__0__")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["algo"] == algo and config["config"]["family"] == "PointNav-v0"
+    assert config["config"]["first_order"] == (algo == "fomaml")
+    assert FamilySpec.from_json((run_dir / "family.json").read_text()).id == "PointNav-v0"
+    records = read_metrics(run_dir)
+    assert [r["iteration"] for r in records] == [0, 1]
+    for key in ("meta/return_pre", "meta/return_post_1", "outer/kl", "perf/steps_per_s"):
+        assert all(key in r for r in records), key
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert checkpoint["state"]["iteration"] == 2 and checkpoint["algo"] == algo
+    assert set(checkpoint["state"]["params"]) <= set(checkpoint["policy_state"])
+
+
+def test_tensorboard_events_are_written(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    argv = ["train", "maml", "--family", "PointNav-v0", *TINY["maml"], "--run.iterations", "1",
+            "--run.runs-dir", str(runs)]
+    assert main(argv) == 0
+    (run_dir,) = runs.glob("*")
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("algo", sorted(TINY))
+def test_same_seed_gives_identical_metrics(tmp_path: Path, algo: str) -> None:
+    first = read_metrics(train(tmp_path / "a", algo, seed=3))
+    second = read_metrics(train(tmp_path / "b", algo, seed=3))
+    other = read_metrics(train(tmp_path / "c", algo, seed=4))
+    assert [deterministic_part(r) for r in first] == [deterministic_part(r) for r in second]
+    assert [deterministic_part(r) for r in first] != [deterministic_part(r) for r in other]
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    """Stopping after 2 iterations and resuming to 4 gives the metrics of an uninterrupted 4-iteration run."""
+    full = read_metrics(train(tmp_path / "full", "maml", iterations=4))
+    partial = train(tmp_path / "part", "maml", iterations=2)
+    config = json.loads((partial / "config.json").read_text())
+    config["config"]["run"]["iterations"] = 4  # extend the run
+    (partial / "config.json").write_text(json.dumps(config))
+    assert main(["train", "maml", "--resume", str(partial)]) == 0
+    resumed = read_metrics(partial)
+    assert [deterministic_part(r) for r in resumed] == [deterministic_part(r) for r in full]
+
+
+def test_preset_then_flags_override(tmp_path: Path) -> None:
+    run_dir = train(tmp_path, "maml", "--preset", "fast", iterations=1)
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["policy"]["hidden"] == [8, 8]  # the flag wins over the preset's 64 64
+    assert config["policy"]["activation"] == "tanh"  # from the preset
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "nope"], "unknown algorithm"),
+        (["train", "maml", "--preset", "nope"], "unknown preset"),
+        (["train", "maml", "--family", "HalfCheetahVell-v0", "--run.iterations", "1"], "Did you mean"),
+        (["train", "maml", "--inner-lr", "-0.1"], "inner_lr"),
+        (["train", "maml", "--resume", "/nonexistent/run"], "not a run directory"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(argv: list[str], message: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*argv, "--run.runs-dir", str(tmp_path)] if "--resume" not in argv else argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.out + captured.err
+    assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_every_algorithm_has_a_smoke_test() -> None:
+    assert set(ALGORITHMS) == set(TINY)
