@@ -39,6 +39,45 @@ class TrainState:
 
 OnIteration = Callable[[TrainState, dict[str, float]], None]
 
+MAX_REJECTIONS = 5
+"""Consecutive non-finite updates after which a run stops (its last checkpoint is still finite)."""
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN/Inf repeatedly; the message says what to try."""
+
+
+def all_finite(params: Params) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in params.values())
+
+
+def guard_update(
+    old: Params, new: Params | None, metrics: dict[str, float], rejected: int
+) -> tuple[Params, dict[str, float], int]:
+    """Accept `new` only if it and the step's metrics are finite; otherwise keep `old` and log the rejection.
+
+    `new` is None when the update itself failed on non-finite values (e.g. a NaN gradient). Returns (params to
+    continue from, metrics with `guard/rejected` = 0 or 1, consecutive rejections so far).
+
+    Raises:
+        NonFiniteError: after `MAX_REJECTIONS` consecutive rejections.
+    """
+    finite = new is not None and all_finite(new) and all(map(_finite, metrics.values()))
+    if finite:
+        assert new is not None
+        return new, {**metrics, "guard/rejected": 0.0}, 0
+    rejected += 1
+    if rejected >= MAX_REJECTIONS:
+        raise NonFiniteError(
+            f"{rejected} consecutive updates produced NaN/Inf (rewards, advantages, gradients or KL); stopping. "
+            "The last checkpoint holds finite parameters; try a smaller step size (inner_lr, max_kl, outer_lr)."
+        )
+    return old, {**metrics, "guard/rejected": 1.0}, rejected
+
+
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))
+
 
 def flat_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
     """Nested config dataclass -> {"trpo.max_kl": 0.01, ...} for hyper-parameter tables."""
@@ -83,6 +122,8 @@ class Checkpointer:
         self.every, self.total = every, total
 
     def __call__(self, state: TrainState, metrics: dict[str, float]) -> None:
+        if not all_finite(state.params):  # guard_update keeps this from happening; never write a NaN checkpoint
+            raise NonFiniteError("refusing to checkpoint non-finite parameters")
         if state.iteration % self.every == 0 or state.iteration == self.total:
             save_checkpoint(self.run_dir / "checkpoint.pt",
                             checkpoint_payload(self.algo, self.cfg, self.spec, self.policy, state))

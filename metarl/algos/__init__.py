@@ -24,6 +24,11 @@ class Algorithm:
     config_type: type
     train: Callable[..., Any]
     presets: dict[str, dict[str, Any]]
+    adaptation_returns: Callable[..., Any] | None = None
+    """test-time adaptation for `metarl eval`: (cfg, sampler, policy, params, tasks, step_sizes, episodes,
+    generator) -> undiscounted returns [k+1, T, E] before and after each of k = len(step_sizes) steps"""
+    eval_step_sizes: Callable[[Any, int], tuple[float, ...]] | None = None
+    """(cfg, k) -> the k test-time step sizes this algorithm adapts with by default"""
     defaults: dict[str, Any] = field(default_factory=dict)
     """config overrides that define this algorithm on top of `config_type` (FOMAML = MAML + first_order)"""
     summary: str = ""
@@ -33,8 +38,10 @@ class Algorithm:
 
 
 ALGORITHMS: dict[str, Algorithm] = {
-    "maml": Algorithm(maml.MAMLConfig, maml.train, maml.PRESETS,
+    "maml": Algorithm(maml.MAMLConfig, maml.train, maml.PRESETS, maml.adaptation_returns,
+                      maml.default_eval_step_sizes,
                       summary="second-order MAML (unbiased Loaded-DiCE meta-gradient), TRPO or Adam outer step"),
-    "fomaml": Algorithm(maml.MAMLConfig, maml.train, maml.PRESETS, defaults=maml.FOMAML,
+    "fomaml": Algorithm(maml.MAMLConfig, maml.train, maml.PRESETS, maml.adaptation_returns,
+                        maml.default_eval_step_sizes, defaults=maml.FOMAML,
                         summary="first-order MAML: MAML with the inner gradients detached"),
 }

@@ -42,7 +42,7 @@ from metarl.estimators import (
 from metarl.logger import Logger, NullLogger
 from metarl.policies import Params, PolicyOutput, forward, num_stacked, params_of, stack
 from metarl.sampler import Sampler, SamplerProtocol
-from metarl.training import OnIteration, TrainState
+from metarl.training import OnIteration, TrainState, guard_update
 from metarl.trpo import TRPOConfig, trpo_step
 
 
@@ -158,6 +158,37 @@ def adapt(
     for data, lr in zip(steps, lrs, strict=True):
         params = inner_step(policy, params, data, lr, estimator, dice_lambda, first_order)
     return params
+
+
+def adaptation_returns(
+    cfg: MAMLConfig,
+    sampler: SamplerProtocol,
+    policy: nn.Module,
+    params: Params,
+    tasks: Any,
+    step_sizes: Sequence[float],
+    episodes: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """MAML's test-time adaptation: undiscounted returns [k+1, T, E] before and after each of the k = len(step_sizes)
+    policy-gradient steps, each step on E fresh episodes sampled with the current adapted policies."""
+    returns = []
+    adapted = params
+    for lr in step_sizes:
+        batch = sampler.sample(policy, adapted, tasks, episodes, generator)
+        returns.append(batch.returns)
+        data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages)
+        with torch.no_grad():
+            step = inner_step(policy, adapted, data, lr, cfg.estimator, cfg.dice_lambda, first_order=True)
+        adapted = {k: v.detach() for k, v in step.items()}
+    returns.append(sampler.sample(policy, adapted, tasks, episodes, generator).returns)
+    return torch.stack(returns)
+
+
+def default_eval_step_sizes(cfg: MAMLConfig, steps: int) -> tuple[float, ...]:
+    """The MAML paper's test-time schedule: α for the first step, α/2 afterwards (notes/anchors-metarl.md §1.1)."""
+    alpha = cfg.step_sizes[0]
+    return tuple([alpha] + [alpha / 2] * (steps - 1)) if steps > 0 else ()
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -348,16 +379,23 @@ def train(
     generator = torch.Generator()
     generator.set_state(state.generator_state)
     params, optimizer_state, env_steps = state.params, state.optimizer_state, state.env_steps
+    rejected = 0
     for it in range(state.iteration, cfg.run.iterations):
         clock = time.perf_counter()
         tasks = family.sample_tasks(cfg.meta_batch_size, generator)
         rollouts = collect(sampler, policy, params, tasks, cfg, generator)
         sample_s = time.perf_counter() - clock
-        params, optimizer_state, outer = meta_update(policy, params, rollouts, cfg, optimizer_state)
+        try:
+            new, new_optimizer_state, outer = meta_update(policy, params, rollouts, cfg, optimizer_state)
+        except FloatingPointError:  # a non-finite meta-gradient: reject the step (guard_update logs it)
+            new, new_optimizer_state, outer = None, optimizer_state, {}
         steps = int(sum(d.mask.sum() for d in (*rollouts.pre, rollouts.post)))
         env_steps += steps
         metrics = iteration_metrics(rollouts, outer, env_steps, steps, sample_s,
                                     time.perf_counter() - clock - sample_s)
+        params, metrics, rejected = guard_update(params, new, metrics, rejected)
+        if not rejected:
+            optimizer_state = new_optimizer_state
         logger.log(it, metrics)
         state = TrainState(it + 1, params, generator.get_state(), optimizer_state, env_steps)
         if on_iteration is not None:
