@@ -15,13 +15,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from metarl.family import TaskFamily, VecEnv, num_tasks, repeat_tasks
-from metarl.policies import Params, broadcast_log_std, forward, gaussian_log_prob, num_stacked
+from metarl.policies import Params, PolicyOutput, broadcast_log_std, forward_fn, gaussian_log_prob, num_stacked
 
 
 class Batch(NamedTuple):
@@ -86,7 +88,6 @@ class Sampler:
             self._envs[num_envs] = self.family.make_env(num_envs, self.backend)
         return self._envs[num_envs]
 
-    @torch.no_grad()
     def sample(
         self,
         policy: nn.Module,
@@ -109,6 +110,20 @@ class Sampler:
         Returns:
             A `Batch` of T × E episodes of the family's horizon H.
         """
+        with torch.no_grad(), torch_threads(1):
+            # one torch thread while simulating: torch's OpenMP workers would spin on the cores the simulation
+            # threads need (measured 2x slower end to end, batched-sim.md §0.2); the policies here are small
+            return self._rollout(policy, params, tasks, episodes, generator, deterministic)
+
+    def _rollout(
+        self,
+        policy: nn.Module,
+        params: Params,
+        tasks: Any,
+        episodes: int,
+        generator: torch.Generator,
+        deterministic: bool,
+    ) -> Batch:
         T, E, H = num_tasks(tasks), episodes, self.family.horizon
         if E < 1:
             raise ValueError(f"episodes must be >= 1, got {E}")
@@ -118,33 +133,59 @@ class Sampler:
         env_tasks = repeat_tasks(tasks, E)
         env = self.env(T * E)
         dtype = next(iter(params.values())).dtype
-        obs = env.reset(env_tasks, generator)
-        buf = _Buffers(T * E, H, self.family.obs_dim, self.family.act_dim, dtype)
         low, high = self.family.action_low, self.family.action_high
+        # parameters bound once per rollout, not per step: measured -180 µs/step shared, -530 µs stacked (N=200)
+        policy_fn = forward_fn(policy, params)
+        buf = _Buffers(T * E, H, self.family.obs_dim, self.family.act_dim, dtype)
+        obs = env.reset(env_tasks, generator).to(dtype)
         alive = torch.ones(T * E, dtype=torch.bool)
+        ids: Tensor | None = None  # the envs still running, None while all are
         for h in range(H):
-            out = forward(policy, params, obs.to(dtype).view(T, E, -1))
-            if deterministic or out.log_std is None:
-                act, logp = out.mean, torch.zeros(T, E, dtype=dtype)
-            else:
-                noise = torch.randn(out.mean.shape, generator=generator, dtype=dtype)
-                act = out.mean + torch.exp(broadcast_log_std(out)) * noise
-                logp = gaussian_log_prob(out, act)
-            act, logp = act.reshape(T * E, -1), logp.reshape(T * E)
-            env_act = torch.clamp(act.to(torch.float64), low, high)
-            ids = None if bool(alive.all()) else alive.nonzero().squeeze(1)
-            step = env.step(env_tasks, env_act, ids)
-            last = h == H - 1
-            buf.write(h, obs, act, step.reward, alive, step.terminated, logp, last)
+            act, logp = _act(policy_fn(obs.view(T, E, -1)), generator, dtype, deterministic)
+            act = act.reshape(T * E, -1)
+            step = env.step(env_tasks, torch.clamp(act.to(torch.float64), low, high), ids)
+            buf.write(h, obs, act, None if logp is None else logp.reshape(T * E), step.reward, alive,
+                      step.terminated, last=h == H - 1)
+            obs = step.obs.to(dtype)
             alive = alive & ~step.terminated
-            obs = step.obs
-            if not bool(alive.any()):
-                break
+            if not bool(alive.all()):
+                if not bool(alive.any()):
+                    break
+                ids = alive.nonzero().squeeze(1)
         return buf.to_batch(T, E)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch intra-op threads, then restore the previous setting."""
+    previous = torch.get_num_threads()
+    if previous != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if previous != n:
+            torch.set_num_threads(previous)
+
+
+def _act(out: PolicyOutput, generator: torch.Generator, dtype: torch.dtype, deterministic: bool,
+         ) -> tuple[Tensor, Tensor | None]:
+    """Actions [T, E, act_dim] drawn from the policy's output, and their log-probabilities [T, E] (None when acting
+    with the mean)."""
+    if deterministic or out.log_std is None:
+        return out.mean, None
+    noise = torch.randn(out.mean.shape, generator=generator, dtype=dtype)
+    act = out.mean + torch.exp(broadcast_log_std(out)) * noise
+    return act, gaussian_log_prob(out, act)
+
+
 class _Buffers:
-    """Preallocated [N, H, ...] storage filled one time step at a time."""
+    """Preallocated [N, H, ...] storage filled one time step at a time.
+
+    Steps are written as they come and the steps after an episode's end are zeroed once, in `to_batch`, instead of
+    multiplying five writes per step by the alive mask: with the observation cast once per step, about -60 µs of
+    the ~500 µs per step our loop adds to the physics at N=200 (x·1 and x·0 are the same values either way).
+    """
 
     def __init__(self, n: int, horizon: int, obs_dim: int, act_dim: int, dtype: torch.dtype) -> None:
         self.obs = torch.zeros(n, horizon, obs_dim, dtype=dtype)
@@ -159,21 +200,31 @@ class _Buffers:
         h: int,
         obs: Tensor,
         act: Tensor,
+        logp: Tensor | None,
         rew: Tensor,
         alive: Tensor,
         terminated: Tensor,
-        logp: Tensor,
         last: bool,
     ) -> None:
-        live = alive.to(self.rew.dtype)
-        self.obs[:, h] = obs.to(self.obs.dtype) * live[:, None]
-        self.act[:, h] = act * live[:, None]
-        self.rew[:, h] = rew.to(self.rew.dtype) * live
-        self.logp[:, h] = logp * live
-        self.mask[:, h] = live
-        self.done[:, h] = alive & (terminated | last)
+        """Store step h: obs [N, obs_dim] and act [N, act_dim] in the buffers' dtype, logp [N] (None: zero),
+        rew [N] (any float dtype), bool alive [N] (the envs stepped) and terminated [N]."""
+        self.obs[:, h] = obs
+        self.act[:, h] = act
+        self.rew[:, h] = rew  # cast as by .to(dtype)
+        if logp is not None:
+            self.logp[:, h] = logp
+        self.mask[:, h] = alive
+        self.done[:, h] = alive if last else alive & terminated
 
     def to_batch(self, T: int, E: int) -> Batch:
+        if not bool(self.mask.all()):  # some episodes ended early: zero their later steps
+            # masked_fill, not a multiply: an episode that ended on a non-finite state would keep NaN·0 = NaN
+            ended = self.mask == 0
+            self.obs.masked_fill_(ended[..., None], 0.0)
+            self.act.masked_fill_(ended[..., None], 0.0)
+            self.rew.masked_fill_(ended, 0.0)
+            self.logp.masked_fill_(ended, 0.0)
+
         def shape(x: Tensor) -> Tensor:
             return x.view(T, E, *x.shape[1:])
 
