@@ -142,3 +142,61 @@ def j2_formulation_ii(mu: Tensor, sigma: float, g: float, alpha: float, n: int, 
     adapted = torch.cat([mu + alpha * eq, ls.view(1)])
     hess = hess_value(torch.cat([mu, ls.view(1)]), g)[:2, :2]  # constant in μ
     return value(adapted, g) + 0.5 * alpha**2 * (hess * cov).sum()
+
+
+# ----------------------------------------------------------------------------------------------- ES-MAML closed forms
+def gauss_hermite_grid(n: int, dim: int) -> tuple[Tensor, Tensor]:
+    """Product grid of `gauss_hermite(n)` in `dim` dimensions: nodes [n^dim, dim], weights [n^dim]."""
+    z, w = gauss_hermite(n)
+    nodes = torch.cartesian_prod(*[z] * dim).reshape(-1, dim)
+    weights = torch.cartesian_prod(*[w] * dim).reshape(-1, dim).prod(-1)
+    return nodes, weights
+
+
+def smoothed(fn: object, theta: Tensor, sigma: float, n: int = 24) -> Tensor:
+    """E_z fn(θ + σz), z ~ N(0, I): the ES-smoothed objective by GH quadrature (nodes move with θ, so autograd gives
+    ∇ of the smoothed objective). `fn` maps points [N, d] to values [N]."""
+    nodes, weights = gauss_hermite_grid(n, theta.shape[0])
+    return (fn(theta + sigma * nodes) * weights).sum()  # type: ignore[operator]
+
+
+def pg_adapted_value(points: Tensor, alpha: float, horizon: int = 2) -> Tensor:
+    """mean_g V_g(θ + α∇V_g(θ)/H) for points [N, 3] (θ = (μ0, μ1, ℓ)): exact-PG adaptation then evaluation (C1)."""
+    grad_fn = torch.func.vmap(torch.func.grad(value), in_dims=(0, None))
+    vals = [torch.func.vmap(value, in_dims=(0, None))(points + alpha * grad_fn(points, g) / horizon, g)
+            for g in GOALS]
+    return torch.stack(vals).mean(0)
+
+
+def _return_moments(mu: Tensor, sigma: float, g: float, n: int = 6) -> tuple[Tensor, Tensor]:
+    """E R and Var R of one episode's return R = r0 + r1 at μ [..., 2] with fixed σ (2-D GH: R² is a polynomial
+    of degree 4, exact)."""
+    nodes, weights = gauss_hermite_grid(n, 2)
+    a = mu.unsqueeze(-2) + sigma * nodes  # [..., n², 2]
+    ret = -C * a[..., 0] ** 2 - (a[..., 0] + a[..., 1] - g) ** 2
+    mean = (ret * weights).sum(-1)
+    return mean, (ret.square() * weights).sum(-1) - mean.square()
+
+
+def es_adapted_value(mu: Tensor, sigma: float, g: float, alpha: float, sigma_a: float, pairs: int,
+                     n: int = 6) -> Tensor:
+    """F_g(μ) = E V_g(μ + α ĝ) for metarl's ES adaptation with `pairs` mirrored query pairs, un-normalised values and
+    one rollout per query: ĝ = (1/Q) Σ_q (R⁺_q − R⁻_q) ε_q/(2σ_a), R± one return at μ ± σ_a ε_q (C2). μ: [N, 2].
+
+    V is quadratic in μ (σ fixed), so E V(μ + αĝ) = V(μ + α E ĝ) + (α²/2) tr(∇²V Cov ĝ), Cov ĝ = Cov(q)/Q for the
+    single-pair term q; E q and E qqᵀ are GH integrals over ε of the return moments at μ ± σ_a ε (all polynomial:
+    exact). This is the "6-D GH" of notes/metagrad.md §3.2 C2 with the rollout dims integrated in closed form.
+    """
+    eps, weights = gauss_hermite_grid(n, 2)  # [n², 2]
+    plus_mean, plus_var = _return_moments(mu.unsqueeze(-2) + sigma_a * eps, sigma, g)  # [N, n²]
+    minus_mean, minus_var = _return_moments(mu.unsqueeze(-2) - sigma_a * eps, sigma, g)
+    diff = plus_mean - minus_mean
+    eq = ((diff * weights).unsqueeze(-1) * eps).sum(-2) / (2 * sigma_a)  # [N, 2]
+    second = (plus_var + minus_var + diff.square()) * weights  # E[(R⁺ − R⁻)² | ε]
+    eqq = torch.einsum("nk,ki,kj->nij", second, eps, eps) / (4 * sigma_a**2)
+    cov = (eqq - eq.unsqueeze(-1) * eq.unsqueeze(-2)) / pairs
+    ls = torch.full((mu.shape[0], 1), math.log(sigma), dtype=mu.dtype)
+    adapted = torch.cat([mu + alpha * eq, ls], -1)
+    hess = hess_value(torch.tensor([0.0, 0.0, math.log(sigma)], dtype=mu.dtype), g)[:2, :2]  # constant in μ
+    vals = torch.func.vmap(value, in_dims=(0, None))(adapted, g)
+    return vals + 0.5 * alpha**2 * (hess * cov).sum((-2, -1))

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from metarl.algos import maml
+from metarl.algos import es_maml, maml, reptile
 from metarl.config import build_policy
 from metarl.family import TaskFamily
 
@@ -44,4 +44,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     "fomaml": Algorithm(maml.MAMLConfig, maml.train, maml.PRESETS, maml.adaptation_returns,
                         maml.default_eval_step_sizes, defaults=maml.FOMAML,
                         summary="first-order MAML: MAML with the inner gradients detached"),
+    "reptile": Algorithm(reptile.ReptileConfig, reptile.train, reptile.PRESETS, reptile.adaptation_returns,
+                         reptile.eval_step_sizes,
+                         summary="Reptile: k batched policy-gradient steps per task (SGD or Adam), θ += ε·mean(φ − θ)"),
+    "es-maml": Algorithm(es_maml.ESMAMLConfig, es_maml.train, es_maml.PRESETS, es_maml.adaptation_returns,
+                         es_maml.eval_step_sizes,
+                         summary="ES-MAML: Hessian-free antithetic ES on the adapt-then-evaluate return"),
 }
