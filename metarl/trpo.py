@@ -98,10 +98,16 @@ def kl_hvp(kl: Tensor, theta: Tensor, damping: float) -> Callable[[Tensor], Tens
     return hvp
 
 
-def trpo_step(objective: Objective, params: Params, cfg: TRPOConfig) -> TRPOResult:
+def trpo_step(
+    objective: Objective,
+    params: Params,
+    cfg: TRPOConfig,
+    curvature: Callable[[Tensor], Tensor] | None = None,
+) -> TRPOResult:
     """One TRPO update of `params` on `objective`.
 
-    The step direction comes from CG on the KL Hessian at θ_old; the line search then tries θ_old + βⁱ·step for
+    The step direction comes from CG on the KL Hessian at θ_old: `curvature` (v -> ∇²KL·v at θ_old, undamped) if
+    given, else double backward through `objective`'s KL. The line search then tries θ_old + βⁱ·step for
     i = 0..ls_steps−1 and accepts the first with KL ≤ max_kl and a positive surrogate improvement.
     """
     theta = flatten(params).detach().requires_grad_(True)
@@ -109,7 +115,10 @@ def trpo_step(objective: Objective, params: Params, cfg: TRPOConfig) -> TRPOResu
     (grad,) = torch.autograd.grad(surr, theta, retain_graph=True)
     if not bool(torch.isfinite(grad).all()):
         raise FloatingPointError("non-finite meta-gradient")
-    hvp = kl_hvp(kl, theta, cfg.cg_damping)
+    if curvature is None:
+        hvp = kl_hvp(kl, theta, cfg.cg_damping)
+    else:
+        hvp = lambda v: curvature(v) + cfg.cg_damping * v  # noqa: E731
     direction = conjugate_gradient(hvp, grad, cfg.cg_iters)
     # the largest step along s = H⁻¹g whose quadratic KL model ½ sᵀHs·β² reaches max_kl
     shs = 0.5 * (direction @ hvp(direction)).detach()

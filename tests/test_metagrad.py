@@ -10,6 +10,7 @@ Per-step averages: metarl's surrogates average over E·H steps, so the inner gra
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -33,6 +34,7 @@ from metarl.algos.maml import (
     collect,
     index_rollouts,
     inner_step,
+    kl_curvature,
     meta_gradient,
     meta_objective,
 )
@@ -255,6 +257,33 @@ def test_d2_trpo_hvp_equals_gauss_newton() -> None:
         fisher = torch.func.hessian(kl_of)(adapted_flat(theta.detach()))
         reference += jac.T @ fisher @ jac @ v / T
     torch.testing.assert_close(ours, reference, rtol=1e-8, atol=1e-12)
+    gauss_newton = kl_curvature(policy, params, rollouts, cfg)(v)  # what TRPO uses by default
+    torch.testing.assert_close(gauss_newton, reference, rtol=1e-8, atol=1e-12)
+
+
+def test_curvature_subsample_uses_every_nth_episode() -> None:
+    """The subsampled product is the exact product of the subsampled rollouts (and differs from the full one)."""
+    from metarl.algos.maml import subsample_episodes
+
+    policy, params, rollouts, cfg = mlp_setup(tasks=2)
+    v = torch.randn(flatten(params).shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    sub = replace(cfg, curvature_subsample=2)
+    ours = kl_curvature(policy, params, rollouts, sub)(v)
+    torch.testing.assert_close(ours, kl_curvature(policy, params, subsample_episodes(rollouts, 2), cfg)(v))
+    assert not torch.allclose(ours, kl_curvature(policy, params, rollouts, cfg)(v))
+
+
+def test_d2_gauss_newton_for_every_estimator_and_order() -> None:
+    """JᵀFJ equals double backward through the meta-objective at θ_old for each inner estimator and FOMAML."""
+    policy, params, rollouts, cfg = mlp_setup(tasks=2)
+    v = torch.randn(flatten(params).shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for overrides in ({"estimator": "lvc"}, {"estimator": "naive"}, {"estimator": "emaml"}, {"first_order": True},
+                      {"dice_lambda": 0.5}):
+        c = replace(cfg, **overrides)
+        theta = flatten(params).requires_grad_(True)
+        _, kl = meta_objective(policy, unflatten(theta, params), rollouts, c)
+        torch.testing.assert_close(kl_curvature(policy, params, rollouts, c)(v), kl_hvp(kl, theta, 0.0)(v),
+                                   rtol=1e-8, atol=1e-12, msg=str(overrides))
 
 
 # ----------------------------------------------------------------------------------------------- A2 (slow)

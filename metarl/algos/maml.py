@@ -20,7 +20,7 @@ Which objective the meta-gradient estimates depends on `estimator` (metarl/estim
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -30,6 +30,7 @@ from torch.func import grad
 
 from metarl import registry
 from metarl.config import PolicyConfig, RunConfig, build_policy
+from metarl.curvature import gauss_newton_kl_product
 from metarl.estimators import (
     ESTIMATORS,
     TaskData,
@@ -79,6 +80,13 @@ class MAMLConfig:
     outer: Literal["trpo", "adam"] = "trpo"
     """outer optimiser"""
     trpo: TRPOConfig = field(default_factory=TRPOConfig)
+    kl_hvp: Literal["gauss-newton", "double-backward"] = "gauss-newton"
+    """TRPO's KL Hessian-vector product through the adaptation: JᵀFJ (second order only) or double backward
+    (third order); equal at θ_old, where TRPO evaluates it"""
+    curvature_subsample: int = 1
+    """compute TRPO's curvature products on every n-th episode of each task (1: all, exact). Only the trust-region
+    metric is approximated: the gradient and the line search's KL check use every episode (OpenAI baselines' TRPO
+    uses every 5th sample for its Fisher products)"""
     outer_lr: float = 1e-3
     """Adam step size (outer=adam)"""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -97,6 +105,10 @@ class MAMLConfig:
             (0.0 <= self.dice_lambda <= 1.0, "dice_lambda must be in [0, 1]"),
             (0.0 <= self.gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0, "gamma and gae_lambda must be in [0, 1]"),
             (self.outer_lr > 0, "outer_lr must be > 0"),
+            (1 <= self.curvature_subsample <= self.episodes_per_task,
+             "curvature_subsample must be between 1 and episodes_per_task"),
+            (self.curvature_subsample == 1 or self.kl_hvp == "gauss-newton",
+             "curvature_subsample needs kl_hvp gauss-newton"),
         ]
         for ok, message in checks:
             if not ok:
@@ -255,6 +267,15 @@ def index_rollouts(rollouts: MetaRollouts, index: Tensor | slice) -> MetaRollout
     )
 
 
+def subsample_episodes(rollouts: MetaRollouts, every: int) -> MetaRollouts:
+    """Every `every`-th episode of each task (the leading dims of every batch are [T, E])."""
+    def pick(data: TaskData) -> TaskData:
+        return type(data)(*(f[:, ::every] for f in data))
+
+    old = PolicyOutput(rollouts.old.mean[:, ::every], rollouts.old.log_std)
+    return rollouts._replace(pre=tuple(pick(d) for d in rollouts.pre), post=pick(rollouts.post), old=old)
+
+
 def _score_weights(post: TaskData, cfg: MAMLConfig, horizon: int) -> Tensor:
     """(V̂(θ′) − c)/H per task for formulation II; c = the mean over the *other* tasks, which is independent of this
     task's pre-update samples (a baseline that depends on them cancels the term: metagrad.md §1.3)."""
@@ -286,6 +307,23 @@ def meta_objective(policy: nn.Module, params: Params, rollouts: MetaRollouts, cf
     return surrogate.mean(), mean_kl(rollouts.old, out, rollouts.post.mask).mean()
 
 
+def kl_curvature(
+    policy: nn.Module, params: Params, rollouts: MetaRollouts, cfg: MAMLConfig
+) -> Callable[[Tensor], Tensor]:
+    """v -> ∇²_θ KL·v at θ = `params` as the Gauss–Newton product JᵀFJ (metarl/curvature.py), on every
+    `cfg.curvature_subsample`-th episode."""
+    if cfg.curvature_subsample > 1:
+        rollouts = subsample_episodes(rollouts, cfg.curvature_subsample)
+    adapted = [per_task(policy, params, rollouts.post)]
+    with torch.no_grad():
+        for data, lr in zip(rollouts.pre, cfg.step_sizes, strict=True):
+            step = inner_step(policy, adapted[-1], data, lr, cfg.estimator, cfg.dice_lambda, first_order=True)
+            adapted.append({k: v.detach() for k, v in step.items()})
+    inner = "naive" if cfg.estimator == "emaml" else cfg.estimator
+    return gauss_newton_kl_product(policy, adapted, rollouts.pre, cfg.step_sizes, rollouts.post, rollouts.old,
+                                   inner, cfg.dice_lambda, cfg.first_order)
+
+
 def meta_gradient(policy: nn.Module, params: Params, rollouts: MetaRollouts, cfg: MAMLConfig) -> Params:
     """The meta-gradient ∇_θ J for a batch of tasks (ascent direction), one call for any family.
 
@@ -314,7 +352,8 @@ def meta_update(
 ) -> tuple[Params, dict[str, Any] | None, dict[str, float]]:
     """One outer step (TRPO, or Adam from `optimizer_state`); returns new params, optimiser state, outer/* metrics."""
     if cfg.outer == "trpo":
-        result = trpo_step(lambda p: meta_objective(policy, p, rollouts, cfg), params, cfg.trpo)
+        curvature = kl_curvature(policy, params, rollouts, cfg) if cfg.kl_hvp == "gauss-newton" else None
+        result = trpo_step(lambda p: meta_objective(policy, p, rollouts, cfg), params, cfg.trpo, curvature)
         return result.params, None, {
             "outer/surrogate_before": result.surrogate_before,
             "outer/surrogate_after": result.surrogate_after,

@@ -1,0 +1,109 @@
+"""The KL curvature of the MAML meta-objective at θ_old, as a Gauss–Newton product JᵀFJ.
+
+TRPO's trust region is KL(π_θ′old ‖ π_θ′(θ)) on the adapted policies θ′ = θ_k(θ). Its Hessian at θ_old is
+
+    ∇²_θ KL = Jᵀ F J + Σ (∂KL/∂θ′)·∇²θ′ = Jᵀ F J        (∂KL/∂θ′ = 0 at θ_old; notes/metagrad.md §2.2)
+
+with F the Fisher (KL Hessian) of the adapted policy and J = dθ_k/dθ = Π_j (I + α_j H_j), H_j the Hessian of the
+inner surrogate at θ_j. So the product needs only *second*-order derivatives: two inner-surrogate Hessian-vector
+products per inner step (J v forward, Jᵀ w backward; H_j is symmetric) and one Fisher-vector product. Their graphs
+are built once per TRPO step and reused by every CG iteration. Double backward through the whole meta-objective
+gives the same numbers (tested) but differentiates the inner gradient twice more: third-order terms that vanish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from metarl.estimators import TaskData, inner_objective, mean_kl
+from metarl.policies import Params, PolicyOutput, forward
+
+ParamsProduct = Callable[[Params], Params]
+"""A linear map on stacked per-task params [T, ...] -> [T, ...]."""
+
+
+def _hessian_product(objective: Tensor, at: Params) -> ParamsProduct:
+    """u -> ∇²objective·u at `at` (leaves requiring grad), reusing one gradient graph for every call."""
+    names = list(at)
+    grads = torch.autograd.grad(objective, [at[n] for n in names], create_graph=True)
+
+    def product(u: Params) -> Params:
+        hv = torch.autograd.grad(grads, [at[n] for n in names], grad_outputs=[u[n] for n in names],
+                                 retain_graph=True)
+        return dict(zip(names, hv, strict=True))
+
+    return product
+
+
+def inner_hessian_product(policy: nn.Module, at: Params, data: TaskData, estimator: str,
+                          dice_lambda: float) -> ParamsProduct:
+    """Per-task H_t·u_t of the inner surrogate at stacked params `at` [T, ...] on data [T, E, H, ...]."""
+    leaves = {k: v.detach().requires_grad_(True) for k, v in at.items()}
+    objective = inner_objective(policy, leaves, data, estimator, dice_lambda).sum()  # separable across tasks
+    return _hessian_product(objective, leaves)
+
+
+def fisher_product(policy: nn.Module, at: Params, post: TaskData, old: PolicyOutput) -> ParamsProduct:
+    """Per-task F_t·u_t: the Hessian of KL(π_old ‖ π_φ) over the post-update states, at φ = `at` [T, ...]."""
+    leaves = {k: v.detach().requires_grad_(True) for k, v in at.items()}
+    kl = mean_kl(old, forward(policy, leaves, post.obs), post.mask).sum()
+    return _hessian_product(kl, leaves)
+
+
+def gauss_newton_kl_product(
+    policy: nn.Module,
+    adapted: Sequence[Params],
+    pre: Sequence[TaskData],
+    lrs: Sequence[float],
+    post: TaskData,
+    old: PolicyOutput,
+    estimator: str,
+    dice_lambda: float,
+    first_order: bool,
+) -> Callable[[Tensor], Tensor]:
+    """v [P] -> (1/T) Σ_t J_tᵀ F_t J_t v, the Hessian of the mean post-update KL at θ_old.
+
+    Args:
+        policy: the policy module.
+        adapted: θ_0..θ_k at θ_old, each stacked [T, ...] (θ_0 = θ expanded).
+        pre: the k inner batches; pre[j] drives the step θ_j -> θ_{j+1}.
+        lrs: the k inner step sizes.
+        post: the post-update batch (its states define the KL).
+        old: the post-update policy outputs at θ_old.
+        estimator: the inner surrogate whose Hessians form J ("naive" for formulation II).
+        dice_lambda: Loaded-DiCE λ.
+        first_order: FOMAML: J = I.
+    """
+    steps = [] if first_order else [
+        (inner_hessian_product(policy, at, data, estimator, dice_lambda), lr)
+        for at, data, lr in zip(adapted[:-1], pre, lrs, strict=True)
+    ]
+    fisher = fisher_product(policy, adapted[-1], post, old)
+    like = adapted[0]
+    T = next(iter(like.values())).shape[0]
+
+    def product(v: Tensor) -> Tensor:
+        u = _unflatten_stacked(v, like)
+        for hessian, lr in steps:  # J v, step by step
+            hu = hessian(u)
+            u = {k: u[k] + lr * hu[k] for k in u}
+        w = fisher(u)
+        for hessian, lr in reversed(steps):  # Jᵀ w; each H_j is symmetric
+            hw = hessian(w)
+            w = {k: w[k] + lr * hw[k] for k in w}
+        return torch.cat([w[k].sum(0).reshape(-1) for k in like]) / T
+
+    return product
+
+
+def _unflatten_stacked(v: Tensor, like: Params) -> Params:
+    """A shared flat vector [P] as stacked params shaped like `like` [T, ...] (the same v for every task)."""
+    out, i = {}, 0
+    for name, p in like.items():
+        n = p[0].numel()
+        out[name] = v[i : i + n].view(p.shape[1:]).expand(p.shape).contiguous()
+        i += n
+    return out
