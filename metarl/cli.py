@@ -1,22 +1,27 @@
 """Command line: `metarl <command> [flags]` (also `python -m metarl`).
 
 Commands:
-    train ALGO   meta-train (ALGO: maml, fomaml, ...); `metarl train ALGO --help` lists flags and presets
-    families     list the registered task families
-    sample       roll out a random policy on a family and report env-steps/s
-    demo         the README's main job on a small default
+    train ALGO      meta-train (ALGO: maml, fomaml, ...); `metarl train ALGO --help` lists flags and presets;
+                    `metarl train --resume RUN_DIR` continues a run exactly
+    eval RUN_DIR    few-shot evaluation: returns after 0..k adaptation steps on 40 seeded test tasks
+    baseline NAME   train and evaluate a baseline: random, pretrained, oracle or ppo (`metarl baseline --help`)
+    plot RUN_DIR..  overlay adaptation and training curves of several runs in one PNG
+    families        list the registered task families
+    sample          roll out a random policy on a family and report env-steps/s
+    demo            the README's main job: a short MAML run on PointNav-v0, then `eval`
 
 Each command's flags come from a frozen dataclass through tyro: field docstrings are the `--help` text.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import tyro
@@ -24,6 +29,12 @@ from rich.console import Console
 from rich.table import Table
 
 from metarl import registry
+from metarl.demo import DemoArgs
+from metarl.evaluate import EvalArgs
+from metarl.plots import PlotArgs
+
+if TYPE_CHECKING:
+    from metarl.algos import Algorithm
 
 console = Console()
 
@@ -111,35 +122,43 @@ def run_sample(args: SampleArgs) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------------------------- train
 def run_train(argv: Sequence[str]) -> Path:
-    """`metarl train ALGO [--preset NAME] [--resume RUN_DIR] [config flags]`."""
+    """`metarl train ALGO [--preset NAME] [--resume RUN_DIR] [config flags]`, or `metarl train --resume RUN_DIR`."""
     from metarl import training
     from metarl.algos import ALGORITHMS
-    from metarl.config import apply_overrides
 
+    if argv and (argv[0] == "--resume" or argv[0].startswith("--resume=")):
+        resume, rest = _pop_flag(list(argv), "--resume")
+        return _resume(None, Path(str(resume)), rest)
     if not argv or argv[0] in ("-h", "--help"):
         rows = "\n".join(f"  {name:10s} {a.summary}" for name, a in ALGORITHMS.items())
-        console.print(f"usage: metarl train ALGO [--preset NAME] [--resume RUN_DIR] [flags]\n\nalgorithms:\n{rows}")
+        console.print(f"usage: metarl train ALGO [--preset NAME] [flags] | metarl train [ALGO] --resume RUN_DIR"
+                      f"\n\nalgorithms:\n{rows}", markup=False, highlight=False, soft_wrap=True)
         raise UserError("name an algorithm") if not argv else SystemExit(0)
     name, args = argv[0], list(argv[1:])
     if name not in ALGORITHMS:
         raise UserError(f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
-    algo = ALGORITHMS[name]
-    preset, args = _pop_flag(args, "--preset")
     resume, args = _pop_flag(args, "--resume")
     if resume is not None:
         return _resume(name, Path(resume), args)
+    cfg = parse_config(name, ALGORITHMS[name], args, f"metarl train {name}")
+    run_dir = training.run(name, cfg)
+    console.print(f"run directory: {run_dir}", soft_wrap=True)
+    return run_dir
+
+
+def parse_config(name: str, algo: Algorithm, args: list[str], prog: str) -> Any:
+    """The algorithm's config from `--preset NAME`, then the algorithm's own defaults, then flags (tyro)."""
+    from metarl.config import apply_overrides
+
+    preset, args = _pop_flag(args, "--preset")
     if preset is not None and preset not in algo.presets:
         raise UserError(f"unknown preset {preset!r} for {name}; presets: {', '.join(algo.presets)}")
     base = apply_overrides(algo.config_type(), {**(algo.presets[preset] if preset else {}), **algo.defaults})
     description = f"{algo.summary}.\nPresets (--preset NAME, then flags override): {', '.join(algo.presets)}"
     try:
-        cfg = tyro.cli(algo.config_type, default=base, args=args, prog=f"metarl train {name}",
-                       description=description)
+        return tyro.cli(algo.config_type, default=base, args=args, prog=prog, description=description)
     except ValueError as err:  # a config invariant (__post_init__) rejected a flag value
         raise UserError(str(err)) from None
-    run_dir = training.run(name, cfg)
-    console.print(f"run directory: {run_dir}")
-    return run_dir
 
 
 def _pop_flag(args: list[str], flag: str) -> tuple[str | None, list[str]]:
@@ -154,65 +173,165 @@ def _pop_flag(args: list[str], flag: str) -> tuple[str | None, list[str]]:
     return None, args
 
 
-def _resume(name: str, run_dir: Path, args: list[str]) -> Path:
+def _resume(name: str | None, run_dir: Path, args: list[str]) -> Path:
     from metarl import training
-    from metarl.algos import ALGORITHMS
-    from metarl.config import config_from_dict
 
     if args:
         raise UserError(f"--resume continues a run with its saved config; drop the other flags ({' '.join(args)})")
-    if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoint.pt").is_file():
-        raise UserError(f"{run_dir} is not a run directory with a checkpoint (config.json, checkpoint.pt)")
-    saved = json.loads((run_dir / "config.json").read_text())
-    if saved.get("algo") != name:
-        raise UserError(f"{run_dir} was trained with {saved.get('algo')!r}, not {name!r}")
-    cfg = config_from_dict(ALGORITHMS[name].config_type, saved["config"])
-    training.run(name, cfg, resume_dir=run_dir)
-    console.print(f"run directory: {run_dir}")
+    training.resume(run_dir, name)
+    console.print(f"run directory: {run_dir}", soft_wrap=True)
     return run_dir
 
 
-# ----------------------------------------------------------------------------------------------- demo
-@dataclass(frozen=True)
-class DemoArgs:
-    """The README's main job on a small default."""
+# ----------------------------------------------------------------------------------------------- eval, plot
+def run_eval(args: EvalArgs) -> Path:
+    """`metarl eval RUN_DIR`: evaluate, print the pre/post table, write eval.json/.csv/.png; returns the PNG path."""
+    from metarl.evaluate import eval_table, evaluate_run
 
-    family: str = "HalfCheetahVel-v0"
-    """task family id"""
+    try:
+        outcome = evaluate_run(args)
+    except ValueError as err:  # RunDirError, or an option the run's algorithm cannot honour
+        raise UserError(str(err)) from None
+    console.print(describe(outcome.record), soft_wrap=True)
+    console.print(eval_table(outcome.result.stats))
+    for note in outcome.notes:
+        console.print(note, soft_wrap=True)
+    console.print(f"results: {outcome.paths['json']}, {outcome.paths['csv']}", soft_wrap=True)
+    console.print(f"adaptation curve: {outcome.paths['png']}", soft_wrap=True)
+    return outcome.paths["png"]
 
 
-def run_demo(args: DemoArgs) -> None:
-    console.print(families_table())
-    run_sample(SampleArgs(family=args.family))
+def describe(record: dict[str, Any]) -> str:
+    """One line: what was evaluated, how."""
+    p = record["protocol"]
+    return (f"{record['label']}: {p['tasks']} test tasks (seed {p['seed']}), {p['episodes']} episodes per step, "
+            f"{p['checkpoint']} of iteration {p['iteration']}")
+
+
+def run_demo(args: DemoArgs) -> Path:
+    from metarl.demo import demo
+
+    try:
+        return demo(args, console)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def run_plot(args: PlotArgs) -> Path:
+    from metarl.plots import plot_runs
+
+    path = plot_runs(args)
+    console.print(f"plot: {path}", soft_wrap=True)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- baseline
+BASELINE_HELP = """usage: metarl baseline NAME [--preset NAME] [MAML config flags] [--eval-tasks N] [--eval-steps K]
+       metarl baseline NAME --resume RUN_DIR
+
+Trains (if needed) and evaluates a baseline with exactly `metarl eval`'s protocol; the flags are `metarl train
+maml`'s (family, episodes_per_task, inner_lr, policy, run.*), so a baseline adapts like the MAML run it is compared
+with. Use the same --preset/--family/--run.seed as that run to get the same test tasks.
+
+baselines:
+  random      random initialisation + MAML's policy-gradient adaptation (no training)
+  pretrained  joint multi-task TRPO on the task distribution (no meta-objective) + the same adaptation
+  oracle      joint training with the task parameters appended to the observation: the ceiling
+  ppo         Stable-Baselines3 PPO per test task, one update per step on E·H env steps (the same samples)"""
+
+
+def run_baseline(argv: Sequence[str]) -> Path:
+    """`metarl baseline NAME ...`: train into a run directory (random, ppo: nothing to train), then evaluate."""
+    from metarl import baselines, training
+    from metarl.evaluate import EvalArgs
+
+    names = [key.removeprefix("baseline-") for key in baselines.BASELINES]
+    if not argv or argv[0] in ("-h", "--help"):
+        console.print(BASELINE_HELP, markup=False, highlight=False, soft_wrap=True)
+        raise UserError("name a baseline") if not argv else SystemExit(0)
+    name, args = argv[0], list(argv[1:])
+    if name not in names:
+        raise UserError(f"unknown baseline {name!r}; choose from {', '.join(names)}")
+    options = {}
+    for flag in ("--eval-tasks", "--eval-steps"):
+        value, args = _pop_flag(args, flag)
+        if value is not None:
+            options[flag.removeprefix("--eval-")] = _int(flag, value)
+    try:
+        eval_args = EvalArgs(Path("."), **options)  # checked before any training
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    resume, args = _pop_flag(args, "--resume")
+    if resume is not None:
+        run_dir = _resume(f"baseline-{name}", Path(resume), args)
+    else:
+        algo = f"baseline-{name}"
+        cfg = parse_config(algo, baselines.BASELINES[algo], args, f"metarl baseline {name}")
+        if cfg.run.iterations != 0 and name in ("random", "ppo"):  # nothing to train: keep the initial policy
+            cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, iterations=0))
+        if name == "oracle":
+            cfg = dataclasses.replace(cfg, family=baselines.register_oracle(cfg.family).id)
+        run_dir = training.run(algo, cfg)
+        console.print(f"run directory: {run_dir}", soft_wrap=True)
+    run_eval(dataclasses.replace(eval_args, run_dir=run_dir))
+    return run_dir
+
+
+def _int(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"{flag} needs an integer, got {value!r}") from None
 
 
 # ----------------------------------------------------------------------------------------------- dispatch
 COMMANDS: dict[str, tuple[type, Callable]] = {
+    "eval": (EvalArgs, run_eval),
+    "plot": (PlotArgs, run_plot),
     "families": (FamiliesArgs, run_families),
     "sample": (SampleArgs, run_sample),
     "demo": (DemoArgs, run_demo),
 }
+"""Commands whose flags are one dataclass (tyro)."""
+RAW_COMMANDS: dict[str, Callable[[Sequence[str]], Any]] = {"train": run_train, "baseline": run_baseline}
+"""Commands that parse their own arguments (the config type depends on the algorithm)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `metarl` console script; returns the exit status."""
+    """Entry point of the `metarl` console script; returns the exit status (2: bad input, 1: training failed)."""
+    from metarl.runs import RunDirError
+    from metarl.training import NonFiniteError
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        console.print(__doc__)
+        console.print(__doc__, markup=False, highlight=False, soft_wrap=True)  # "[flags]" is not rich markup
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name != "train" and name not in COMMANDS:
-        console.print(f"[red]error:[/] unknown command {name!r}; commands: train, {', '.join(COMMANDS)}")
+    if name not in RAW_COMMANDS and name not in COMMANDS:
+        console.print(f"[red]error:[/] unknown command {name!r}; commands: {', '.join([*RAW_COMMANDS, *COMMANDS])}")
         return 2
     try:
-        if name == "train":
-            run_train(rest)
+        if name in RAW_COMMANDS:
+            RAW_COMMANDS[name](rest)
         else:
             args_type, run = COMMANDS[name]
-            run(tyro.cli(args_type, args=rest, prog=f"metarl {name}"))
-    except (UserError, registry.UnknownFamilyError, registry.FamilyKwargsError) as err:
-        console.print(f"[red]error:[/] {err}")
+            run(_parse(args_type, rest, f"metarl {name}"))
+    except (UserError, RunDirError, registry.UnknownFamilyError, registry.FamilyKwargsError) as err:
+        console.print(f"[red]error:[/] {err}", soft_wrap=True)  # one line, however long: greppable, copyable
         return 2
+    except NonFiniteError as err:
+        console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]: the last checkpoint is intact; `metarl train --resume RUN_DIR` continues")
+        return 130
     except SystemExit as exit_:  # tyro has printed its own message (bad flag or config value)
         return int(exit_.code or 0)
     return 0
+
+
+def _parse(args_type: type, args: Sequence[str], prog: str) -> Any:
+    try:
+        return tyro.cli(args_type, args=list(args), prog=prog)
+    except ValueError as err:  # __post_init__ rejected a value
+        raise UserError(str(err)) from None

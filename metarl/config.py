@@ -55,6 +55,11 @@ class RunConfig:
     """parent directory of run directories"""
     checkpoint_every: int = 25
     """write a checkpoint every this many iterations (and at the end)"""
+    validate_every: int = 10
+    """every this many iterations measure the post-adaptation return on `validation_tasks` held-out tasks
+    (val/return_post) and keep the best parameters in best.pt; 0: never"""
+    validation_tasks: int = 10
+    """tasks in the validation set (fixed, from their own seed stream: independent of training's and eval's)"""
     tensorboard: bool = True
     """also write TensorBoard event files"""
     family_kwargs: dict[str, float] = field(default_factory=dict)
@@ -65,6 +70,9 @@ class RunConfig:
             raise ValueError(f"run.iterations must be >= 0, got {self.iterations}")
         if self.checkpoint_every < 1:
             raise ValueError(f"run.checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.validate_every < 0 or self.validation_tasks < 1:
+            raise ValueError(f"run.validate_every must be >= 0 and run.validation_tasks >= 1, got "
+                             f"{self.validate_every}, {self.validation_tasks}")
 
 
 def build_policy(cfg: PolicyConfig, family: TaskFamily, seed: int) -> nn.Module:

@@ -51,9 +51,10 @@ class RunLogger:
 
             # purge_step: a resumed run hides the events logged after its checkpoint (they are recomputed)
             self._writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
-            if hparams:
+            if hparams and purge_step is None:  # once per run: a resumed run already has them
                 table = "\n".join(f"|{k}|{v}|" for k, v in sorted(hparams.items()))
                 self._writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+                _write_hparams(self._writer, hparams)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         record = {"iteration": step, **{k: _finite_or_none(float(v)) for k, v in metrics.items()}}
@@ -67,6 +68,23 @@ class RunLogger:
         self._file.close()
         if self._writer is not None:
             self._writer.close()
+
+
+HPARAM_METRICS = ("meta/return_pre", "meta/return_post_1", "val/return_pre", "val/return_post")
+"""Scalars the TensorBoard HPARAMS tab shows next to each run's config (rows for a run lacking one stay empty)."""
+
+
+def _write_hparams(writer: Any, hparams: dict[str, Any]) -> None:
+    """The config in TensorBoard's HPARAMS tab, in this run's own event file.
+
+    `SummaryWriter.add_hparams` would write it to a new sub-run named by the time; the summaries it builds go here
+    instead, so the tab lists the run itself and reads its metrics from the scalars logged during training.
+    """
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
+    for summary in hparams_summary(values, dict.fromkeys(HPARAM_METRICS, 0.0)):
+        writer.file_writer.add_summary(summary)
 
 
 def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:

@@ -88,6 +88,8 @@ class FamilySpec:
         """A copy with `overrides` merged into kwargs (horizon is overridable the same way)."""
         kwargs = {**self.kwargs, **overrides}
         horizon = kwargs.pop("horizon", self.horizon)
+        if isinstance(horizon, float) and horizon.is_integer():  # CLI kwargs arrive as floats (--run.family-kwargs)
+            horizon = int(horizon)
         return dataclasses.replace(self, kwargs=kwargs, horizon=horizon)
 
 

@@ -1,15 +1,21 @@
 """Run directories and checkpoints.
 
 A run lives in `runs/<family>__<algo>__<seed>__<unixtime>/` with `config.json` (algorithm, config, metarl version),
-`family.json` (the FamilySpec), `metrics.jsonl`, TensorBoard events and `checkpoint.pt`. Files are written atomically
-(temporary file + rename) so a killed run never leaves a torn checkpoint.
+`family.json` (the FamilySpec), `metrics.jsonl`, TensorBoard events, `checkpoint.pt` (the latest state), `best.pt`
+(the best by validation return) and, after `metarl eval`, `eval.json`, `eval.csv` and `eval.png`. Files are written
+atomically (temporary file + rename) so a killed run never leaves a torn checkpoint.
+
+Reading is strict: a missing, corrupt or foreign run directory raises `RunDirError` with one line that names the file
+and what is wrong, before anything is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import pickle
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +29,21 @@ FORMAT_VERSION = 1
 """Bumped when the run-directory layout or checkpoint contents change incompatibly."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so readers see either the old file or the complete new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -39,7 +55,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """JSON with NaN/Inf written as null (`json.dumps` would write the invalid tokens NaN/Infinity)."""
+    atomic_write_bytes(path, (json.dumps(_finite_json(obj), indent=2, sort_keys=True) + "\n").encode())
+
+
+def _finite_json(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_json(v) for v in obj]
+    return obj
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -73,3 +100,96 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------- reading
+class RunDirError(ValueError):
+    """A run directory or checkpoint that cannot be used: missing, corrupt, another format version, mismatched."""
+
+
+def read_json(path: Path) -> Any:
+    """Parse `path`, or raise `RunDirError` saying whether it is missing or corrupt."""
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path} is corrupt (invalid JSON: {err})") from None
+
+
+def check_format(data: Any, path: Path) -> dict[str, Any]:
+    """`data` (a parsed config.json or checkpoint) as a dict of this FORMAT_VERSION, else `RunDirError`."""
+    if not isinstance(data, dict) or "format_version" not in data:
+        raise RunDirError(f"{path} is not a metarl file (no format_version)")
+    if data["format_version"] != FORMAT_VERSION:
+        raise RunDirError(
+            f"{path} has format version {data['format_version']} (metarl {data.get('metarl_version', '?')}); this "
+            f"metarl reads version {FORMAT_VERSION}: use the metarl version that wrote it"
+        )
+    return data
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], FamilySpec]:
+    """config.json (checked: format version, algo, config) and family.json of `run_dir`."""
+    if not run_dir.is_dir():
+        why = "it is a file" if run_dir.exists() else "it does not exist"
+        raise RunDirError(f"{run_dir} is not a run directory: {why} (expected runs/<family>__<algo>__<seed>__<time>)")
+    config = check_format(read_json(run_dir / "config.json"), run_dir / "config.json")
+    if not isinstance(config.get("algo"), str) or not isinstance(config.get("config"), dict):
+        raise RunDirError(f"{run_dir / 'config.json'} is corrupt (needs 'algo' and 'config')")
+    path = run_dir / "family.json"
+    try:
+        spec = FamilySpec.from_json(json.dumps(read_json(path)))
+    except (TypeError, ValueError) as err:
+        raise RunDirError(f"{path} is corrupt ({err})") from None
+    return config, spec
+
+
+_LOAD_ERRORS = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, ImportError, AttributeError)
+"""What `torch.load` raises on a file that is not a readable checkpoint (ImportError/AttributeError: a pickled class
+that no longer exists)."""
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's payload, checked for format version and the keys the driver reads."""
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing")
+    try:
+        payload = torch.load(path, weights_only=False, map_location="cpu")
+    except _LOAD_ERRORS as err:  # measured on torn, empty and foreign files: RuntimeError, EOFError, UnpicklingError
+        raise RunDirError(f"{path} is corrupt or not a checkpoint ({type(err).__name__}: {err})") from None
+    check_format(payload, path)
+    missing = {"algo", "family_spec", "policy_state", "state"} - set(payload)
+    if missing or not isinstance(payload["state"], dict) or "params" not in payload["state"]:
+        raise RunDirError(f"{path} is corrupt (missing {sorted(missing) or ['state.params']})")
+    return payload
+
+
+def check_checkpoint(payload: dict[str, Any], path: Path, algo: str, spec: FamilySpec,
+                     policy: torch.nn.Module) -> None:
+    """Raise `RunDirError` unless the checkpoint matches the run: algorithm, family (id, kwargs, horizon), and every
+    parameter's shape in the policy the config builds; and its parameters are finite."""
+    if payload["algo"] != algo:
+        raise RunDirError(f"{path} was written by {payload['algo']!r}, but the run's config.json says {algo!r}")
+    saved = FamilySpec.from_json(payload["family_spec"])
+    if (saved.id, dict(saved.kwargs), saved.horizon) != (spec.id, dict(spec.kwargs), spec.horizon):
+        raise RunDirError(f"{path} was trained on family {saved.id} {dict(saved.kwargs)} H={saved.horizon}, but "
+                          f"the run is {spec.id} {dict(spec.kwargs)} H={spec.horizon}")
+    expected = {name: tuple(p.shape) for name, p in policy.named_parameters()}
+    params = payload["state"]["params"]
+    if set(params) != set(expected):
+        raise RunDirError(f"{path} holds parameters {sorted(params)}, the config's policy has {sorted(expected)}")
+    for name, shape in expected.items():
+        if tuple(params[name].shape) != shape:
+            raise RunDirError(f"{path}: parameter {name} has shape {list(params[name].shape)} but the config's "
+                              f"policy needs {list(shape)} (policy.hidden or the family's dimensions differ)")
+        if not bool(torch.isfinite(params[name]).all()):
+            raise RunDirError(f"{path}: parameter {name} is not finite")
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete `.<name>.*.tmp` files that a killed atomic write left behind; returns them."""
+    stale = sorted(run_dir.glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

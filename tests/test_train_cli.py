@@ -16,6 +16,9 @@ from metarl.registry import FamilySpec
 TINY = {
     "maml": ["--meta-batch-size", "3", "--episodes-per-task", "2", "--policy.hidden", "8", "8"],
     "fomaml": ["--meta-batch-size", "3", "--episodes-per-task", "2", "--policy.hidden", "8", "8"],
+    "reptile": ["--meta-batch-size", "3", "--episodes-per-task", "2", "--inner-steps", "2", "--policy.hidden", "8",
+                "8"],
+    "es-maml": ["--perturbations", "3", "--num-queries", "2", "--exact-evals", "2"],
 }
 
 
@@ -41,11 +44,12 @@ def test_train_writes_a_complete_run_directory(tmp_path: Path, algo: str) -> Non
     assert run_dir.name.startswith(f"PointNav-v0__{algo}__0__")
     config = json.loads((run_dir / "config.json").read_text())
     assert config["algo"] == algo and config["config"]["family"] == "PointNav-v0"
-    assert config["config"]["first_order"] == (algo == "fomaml")
+    assert config["config"].get("first_order", False) == (algo == "fomaml")
     assert FamilySpec.from_json((run_dir / "family.json").read_text()).id == "PointNav-v0"
     records = read_metrics(run_dir)
     assert [r["iteration"] for r in records] == [0, 1]
-    for key in ("meta/return_pre", "meta/return_post_1", "outer/kl", "perf/steps_per_s"):
+    trust_region = ("outer/kl",) if algo in ("maml", "fomaml") else ()  # Reptile and ES-MAML have no KL
+    for key in ("meta/return_pre", "meta/return_post_1", "perf/steps_per_s", *trust_region):
         assert all(key in r for r in records), key
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert checkpoint["state"]["iteration"] == 2 and checkpoint["algo"] == algo

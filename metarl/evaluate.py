@@ -1,0 +1,379 @@
+"""Few-shot evaluation: returns after 0, 1, …, k adaptation steps on a fixed, seeded set of test tasks.
+
+The protocol is MAML's (notes/anchors-metarl.md §1.1): 40 test tasks, each adapted from the meta-parameters with the
+algorithm's own test-time operator (`Algorithm.adaptation_returns`) for k = 3 steps, step size α for the first step
+and α/2 afterwards (`Algorithm.eval_step_sizes`), E fresh episodes per step. The test tasks come from their own seed
+stream (`stream_seed(seed, "test")`), which neither training nor validation ever draws from; every run evaluated with
+the same `--seed` (default: the run's seed) sees the same tasks, so algorithms and baselines compare task by task.
+
+`metarl eval RUN_DIR` writes into the run directory:
+- `eval.json`: protocol, task parameters, per-step mean / standard error / 95% CI over tasks, per-task returns
+  [k+1][T] (mean over E) and the raw episode returns [k+1][T][E];
+- `eval.csv`: one row per (step, task);
+- `eval.png`: the adaptation curve (mean ± 95% CI per step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+import tyro
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from torch import Tensor, nn
+
+from metarl.family import TaskFamily, index_tasks, num_tasks, tasks_to_dict
+from metarl.policies import Params, num_stacked
+from metarl.runs import FORMAT_VERSION, atomic_write_bytes, atomic_write_json
+from metarl.sampler import Batch, Sampler
+
+Progressor = Callable[[int, str], None]
+"""(tasks done so far, status line) -> None; called after each chunk of tasks."""
+
+
+# ----------------------------------------------------------------------------------------------- seeds and defaults
+def stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for the named random stream ("test", "validation", ...) of run seed `seed`.
+
+    Training seeds its generator with `seed` itself; hashing keeps every other stream independent of it and of
+    each other (SHA-256 of "metarl/<stream>/<seed>"), so evaluation never reuses a training task or rollout draw.
+    """
+    digest = hashlib.sha256(f"metarl/{stream}/{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def stream_generator(seed: int, stream: str) -> torch.Generator:
+    return torch.Generator().manual_seed(stream_seed(seed, stream))
+
+
+def default_episodes(cfg: Any) -> int:
+    """E per adaptation step from the training config: `episodes_per_task` (MAML, Reptile) or `episodes_per_query`
+    (ES-MAML)."""
+    for name in ("episodes_per_task", "episodes_per_query"):
+        if hasattr(cfg, name):
+            return int(getattr(cfg, name))
+    raise ValueError(f"{type(cfg).__name__} has no episodes_per_task; pass --episodes")
+
+
+def training_steps(cfg: Any) -> int:
+    """The number of adaptation steps the algorithm trains with (validation measures the return after them)."""
+    return int(getattr(cfg, "inner_steps", 1))
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+def t_quantile(p: float, df: int) -> float:
+    """Student-t quantile (e.g. p = 0.975 for a two-sided 95% CI) without scipy: bisection on the CDF, the density
+    integrated by Simpson's rule (error < 1e-6 for df ≥ 1; df = 39 gives 2.0227)."""
+    if not 0.5 <= p < 1 or df < 1:
+        raise ValueError(f"need 0.5 <= p < 1 and df >= 1, got p={p}, df={df}")
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(x: float) -> float:
+        t = torch.linspace(0.0, x, 4001, dtype=torch.float64)
+        pdf = torch.exp(log_norm - (df + 1) / 2 * torch.log1p(t.square() / df))
+        weights = torch.ones(4001, dtype=torch.float64)
+        weights[1:-1:2], weights[2:-1:2] = 4.0, 2.0
+        return 0.5 + float((weights * pdf).sum()) * x / 4000 / 3
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        low, high = high, high * 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+    return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """The return after `step` adaptation steps, over tasks: mean, standard error and 95% CI (Student t)."""
+
+    step: int
+    step_size: float | None
+    """the size of the step that led here (None for step 0)"""
+    mean: float
+    se: float
+    ci_low: float
+    ci_high: float
+
+
+def step_stats(per_task: Tensor, step_sizes: Sequence[float]) -> list[StepStats]:
+    """per_task: [k+1, T] (mean return per task) -> one `StepStats` per step; SE and CI are NaN when T = 1."""
+    T = per_task.shape[1]
+    mean = per_task.mean(1)
+    se = per_task.std(1, correction=1) / math.sqrt(T) if T > 1 else torch.full_like(mean, math.nan)
+    half = se * (t_quantile(0.975, T - 1) if T > 1 else math.nan)
+    sizes = [None, *step_sizes]
+    return [StepStats(j, sizes[j], float(mean[j]), float(se[j]), float(mean[j] - half[j]), float(mean[j] + half[j]))
+            for j in range(per_task.shape[0])]
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalResult:
+    """Returns of the test tasks: `returns` float64 [k+1, T, E] (episode returns after j adaptation steps)."""
+
+    returns: Tensor
+    tasks: Any
+    step_sizes: tuple[float, ...]
+    adapted: Params | None = None
+    """the parameters after k steps, stacked [T, ...], when the operator's last rollout is provably theirs (video)"""
+    env_steps: int = 0
+
+    @property
+    def per_task(self) -> Tensor:
+        """[k+1, T]: mean over the E episodes."""
+        return self.returns.mean(-1)
+
+    @property
+    def stats(self) -> list[StepStats]:
+        return step_stats(self.per_task, self.step_sizes)
+
+
+class WatchedSampler:
+    """The sampler handed to an adaptation operator: counts env steps (steps/s) and remembers the last call's
+    parameters and returns. When those returns are the operator's final result, the parameters are the adapted
+    policy's: how `evaluate` gets them without widening the `adaptation_returns` interface."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler, self.family = sampler, sampler.family
+        self.steps = 0
+        self.last: tuple[Params, Tensor] | None = None
+
+    def sample(self, policy: nn.Module, params: Params, tasks: Any, episodes: int, generator: torch.Generator,
+               deterministic: bool = False) -> Batch:
+        batch = self.sampler.sample(policy, params, tasks, episodes, generator, deterministic)
+        self.steps += batch.num_steps
+        self.last = (params, batch.returns)
+        return batch
+
+
+def evaluate(
+    algorithm: Any,
+    cfg: Any,
+    family: TaskFamily,
+    policy: nn.Module,
+    params: Params,
+    *,
+    tasks: int = 40,
+    step_sizes: Sequence[float],
+    episodes: int,
+    seed: int,
+    chunk_size: int = 10,
+    progress: Progressor | None = None,
+) -> EvalResult:
+    """Adapt `params` to `tasks` test tasks with the algorithm's operator and collect returns [k+1, T, E].
+
+    Tasks are processed in chunks of `chunk_size` (progress, bounded memory); all randomness comes from the
+    "test" stream of `seed`, consumed chunk after chunk, so the result depends only on the arguments.
+    """
+    if algorithm.adaptation_returns is None:
+        raise ValueError("this algorithm has no test-time adaptation operator (adaptation_returns)")
+    generator = stream_generator(seed, "test")
+    test_tasks = family.sample_tasks(tasks, generator)
+    sampler = WatchedSampler(Sampler(family))
+    chunks, adapted, exact = [], [], True
+    clock = time.perf_counter()
+    for start in range(0, tasks, chunk_size):
+        chunk = index_tasks(test_tasks, slice(start, start + chunk_size))
+        returns = algorithm.adaptation_returns(cfg, sampler, policy, params, chunk, tuple(step_sizes), episodes,
+                                               generator).to(torch.float64)  # [k+1, t, E]
+        chunks.append(returns)
+        exact = exact and _last_call_is_final(sampler, policy, returns, num_tasks(chunk))
+        if exact and sampler.last is not None:
+            adapted.append(sampler.last[0])
+        if progress is not None:
+            done = start + num_tasks(chunk)
+            post = torch.cat(chunks, 1)[-1].mean()
+            progress(done, f"post {post:.1f}  {sampler.steps / (time.perf_counter() - clock):,.0f} steps/s")
+    result = EvalResult(torch.cat(chunks, 1), test_tasks, tuple(step_sizes), env_steps=sampler.steps)
+    if exact and adapted and len(step_sizes) > 0:
+        result.adapted = {k: torch.cat([a[k] for a in adapted]) for k in adapted[0]}
+    return result
+
+
+def _last_call_is_final(sampler: WatchedSampler, policy: nn.Module, returns: Tensor, rows: int) -> bool:
+    """Whether the last rollout gave exactly the operator's final returns with per-task (stacked) parameters."""
+    if sampler.last is None:
+        return False
+    params, last = sampler.last
+    stacked = num_stacked(policy, params) == rows
+    return stacked and last.shape == returns[-1].shape and torch.equal(last.to(torch.float64), returns[-1])
+
+
+# ----------------------------------------------------------------------------------------------- the command
+@dataclass(frozen=True)
+class EvalArgs:
+    """Few-shot evaluation of a run: returns after 0..k adaptation steps on fixed seeded test tasks."""
+
+    run_dir: Annotated[Path, tyro.conf.Positional]
+    """the run directory (runs/<family>__<algo>__<seed>__<time>)"""
+    tasks: int = 40
+    """test tasks T (MAML: 40)"""
+    steps: int = 3
+    """adaptation steps k; returns are reported after 0..k steps"""
+    episodes: int | None = None
+    """episodes E per step (default: the training config's episodes_per_task)"""
+    step_sizes: tuple[float, ...] = ()
+    """one step size per step (default: the algorithm's test schedule; MAML: α, then α/2)"""
+    seed: int | None = None
+    """seed of the test-task stream (default: the run's seed; equal seeds give equal tasks across runs)"""
+    checkpoint: Literal["best", "last"] = "best"
+    """best.pt (best validation return; falls back to checkpoint.pt) or the last checkpoint.pt"""
+    chunk_size: int = 10
+    """tasks adapted per batched call"""
+    video: bool = False
+    """render episodes before and after adaptation (MuJoCo families; needs an OpenGL backend, e.g. MUJOCO_GL=egl)"""
+    video_tasks: int = 2
+    """test tasks to render"""
+    quiet: bool = False
+    """no progress bar"""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.tasks >= 1, f"--tasks must be >= 1, got {self.tasks}"),
+            (self.steps >= 0, f"--steps must be >= 0, got {self.steps}"),
+            (self.episodes is None or self.episodes >= 1, f"--episodes must be >= 1, got {self.episodes}"),
+            (all(a > 0 for a in self.step_sizes), f"--step-sizes must all be > 0, got {self.step_sizes}"),
+            (not self.step_sizes or len(self.step_sizes) == self.steps,
+             f"--step-sizes needs one value per step ({self.steps}), got {len(self.step_sizes)}"),
+            (self.chunk_size >= 1 and self.video_tasks >= 1, "--chunk-size and --video-tasks must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass
+class EvalOutcome:
+    """What `evaluate_run` produced: the result and the files written."""
+
+    result: EvalResult
+    record: dict[str, Any]
+    paths: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """one-line messages for the user (e.g. why there is no video)"""
+
+
+def evaluate_run(args: EvalArgs, label: str | None = None) -> EvalOutcome:
+    """`metarl eval`: open the run (checked), evaluate, write eval.json / eval.csv / eval.png (and video)."""
+    from metarl.training import open_run
+
+    name = "best.pt" if args.checkpoint == "best" and (args.run_dir / "best.pt").is_file() else "checkpoint.pt"
+    run = open_run(args.run_dir, name)
+    cfg = run.cfg
+    episodes = args.episodes or default_episodes(cfg)
+    if args.step_sizes:
+        step_sizes = args.step_sizes
+    elif run.algorithm.eval_step_sizes is not None:
+        step_sizes = tuple(run.algorithm.eval_step_sizes(cfg, args.steps))
+    else:
+        raise ValueError(f"{run.algo} has no default test-time step sizes; pass --step-sizes")
+    seed = cfg.run.seed if args.seed is None else args.seed
+    with eval_progress(args.tasks, f"eval {run.algo} {run.spec.id}", quiet=args.quiet) as progress:
+        result = evaluate(run.algorithm, cfg, run.family, run.policy, run.params, tasks=args.tasks,
+                          step_sizes=step_sizes, episodes=episodes, seed=seed, chunk_size=args.chunk_size,
+                          progress=progress)
+    state = run.payload["state"]
+    record = eval_record(result, run.algo, run.spec.to_json(), label or f"{run.algo} ({run.spec.id})", {
+        "tasks": args.tasks, "steps": args.steps, "episodes": episodes, "step_sizes": list(step_sizes),
+        "seed": seed, "chunk_size": args.chunk_size, "checkpoint": name, "iteration": state["iteration"],
+        "env_steps_trained": state.get("env_steps", 0),
+    })
+    outcome = EvalOutcome(result, record, write_eval(args.run_dir, record, result))
+    if args.video:
+        from metarl.video import record_videos
+
+        outcome.notes.append(record_videos(run.family, run.policy, run.params, result, args.run_dir / "video",
+                                           args.video_tasks))
+    return outcome
+
+
+@contextlib.contextmanager
+def eval_progress(total: int, description: str, quiet: bool = False) -> Iterator[Progressor]:
+    """A rich progress bar over test tasks: tasks done, post-adaptation return so far, steps/s, elapsed, ETA."""
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                   TextColumn("{task.completed}/{task.total} tasks"), TextColumn("{task.fields[status]}"),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=quiet)
+    with bar:
+        task = bar.add_task(description, total=total, status="")
+        yield lambda done, status: bar.update(task, completed=done, status=status)
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+def eval_record(result: EvalResult, algo: str, family_spec_json: str, label: str,
+                protocol: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-friendly content of eval.json."""
+    import json
+
+    from metarl import __version__
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "metarl_version": __version__,
+        "kind": "eval",
+        "label": label,
+        "algo": algo,
+        "family_spec": json.loads(family_spec_json),
+        "protocol": protocol,
+        "tasks": tasks_to_dict(result.tasks),
+        "summary": [vars(s) for s in result.stats],
+        "per_task": result.per_task.tolist(),
+        "returns": result.returns.tolist(),
+        "env_steps": result.env_steps,
+    }
+
+
+def write_eval(run_dir: Path, record: dict[str, Any], result: EvalResult) -> dict[str, Path]:
+    """eval.json, eval.csv and eval.png in `run_dir` (each written atomically)."""
+    from metarl.plots import adaptation_figure, save_figure
+
+    paths = {"json": run_dir / "eval.json", "csv": run_dir / "eval.csv", "png": run_dir / "eval.png"}
+    atomic_write_json(paths["json"], record)
+    atomic_write_bytes(paths["csv"], eval_csv(result).encode())
+    save_figure(adaptation_figure([record]), paths["png"])
+    return paths
+
+
+def eval_csv(result: EvalResult) -> str:
+    """One row per (step, task): step, step_size, task, the task's parameters, mean and std of the E returns."""
+    fields = tasks_to_dict(result.tasks)
+    columns: list[str] = []
+    for name, values in fields.items():
+        width = len(values[0]) if isinstance(values[0], list) else 0
+        columns += [f"{name}_{i}" for i in range(width)] if width else [name]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["step", "step_size", "task", *columns, "return_mean", "return_std", "episodes"])
+    sizes = [None, *result.step_sizes]
+    for j in range(result.returns.shape[0]):
+        for t in range(result.returns.shape[1]):
+            params = [v for values in fields.values()
+                      for v in (values[t] if isinstance(values[t], list) else [values[t]])]
+            episodes = result.returns[j, t]
+            std = float(episodes.std()) if episodes.numel() > 1 else 0.0
+            writer.writerow([j, "" if sizes[j] is None else sizes[j], t, *params, float(episodes.mean()), std,
+                             episodes.numel()])
+    return out.getvalue()
+
+
+def eval_table(stats: Sequence[StepStats], title: str = "returns after k adaptation steps") -> Table:
+    """Pre- vs post-adaptation per step: mean ± SE, 95% CI and the change from step 0."""
+    table = Table(title=title)
+    for column in ("step", "step size", "return (mean ± SE)", "95% CI", "vs step 0"):
+        table.add_column(column, justify="right")
+    for s in stats:
+        table.add_row("0 (pre)" if s.step == 0 else str(s.step), "" if s.step_size is None else f"{s.step_size:g}",
+                      f"{s.mean:.2f} ± {s.se:.2f}", f"[{s.ci_low:.2f}, {s.ci_high:.2f}]",
+                      "" if s.step == 0 else f"{s.mean - stats[0].mean:+.2f}")
+    return table
