@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,14 +29,13 @@ from torch import Tensor, nn
 from metarl import registry
 from metarl.algos import Algorithm, maml
 from metarl.algos.maml import MAMLConfig
-from metarl.config import build_policy
 from metarl.estimators import mean_kl, outer_objective, prepare
 from metarl.family import TaskFamily, index_tasks, num_tasks
-from metarl.logger import Logger, NullLogger
+from metarl.logger import Logger
 from metarl.policies import GaussianMLP, Params, PolicyOutput, forward
 from metarl.registry import FamilySpec
 from metarl.sampler import Sampler, SamplerProtocol
-from metarl.training import OnIteration, TrainState, guard_update
+from metarl.training import OnIteration, TrainState, iterate, start
 from metarl.trpo import trpo_step
 
 
@@ -132,35 +130,19 @@ def multitask_train(cfg: MAMLConfig, logger: Logger | None = None, on_iteration:
     """Joint training on the task distribution (the pretrained and oracle baselines): per iteration, E episodes on
     each of T fresh tasks with θ, then one TRPO step (or Adam with outer=adam) on their mean surrogate. Same driver
     contract, guard and RNG handling as `maml.train`; inner-loop fields of the config are unused here."""
-    logger = logger or NullLogger()
-    family = registry.make(family_spec(cfg.family), **cfg.run.family_kwargs)
-    policy = build_policy(cfg.policy, family, cfg.run.seed)
-    state = state or maml.init_state(cfg, policy)
-    sampler, generator = Sampler(family), torch.Generator()
-    generator.set_state(state.generator_state)
-    params, optimizer_state, env_steps, rejected = state.params, state.optimizer_state, state.env_steps, 0
-    for it in range(state.iteration, cfg.run.iterations):
-        clock = time.perf_counter()
-        batch = sampler.sample(policy, params, family.sample_tasks(cfg.meta_batch_size, generator),
+    session = start(cfg, state, family=registry.make(family_spec(cfg.family), **cfg.run.family_kwargs))
+    family, policy, sampler = session.family, session.policy, Sampler(session.family)
+
+    def collect(state: TrainState, generator: torch.Generator) -> tuple[Any, dict[str, float], int]:
+        batch = sampler.sample(policy, state.params, family.sample_tasks(cfg.meta_batch_size, generator),
                                cfg.episodes_per_task, generator)
         data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages)
-        sample_s = time.perf_counter() - clock
-        try:
-            new, new_optimizer_state, outer = _joint_update(policy, params, data, cfg, optimizer_state)
-        except FloatingPointError:  # a non-finite gradient: guard_update rejects and logs the step
-            new, new_optimizer_state, outer = None, optimizer_state, {}
-        env_steps += batch.num_steps
-        metrics = {"meta/return_pre": float(batch.returns.mean()), **outer, "perf/env_steps": float(env_steps),
-                   "perf/sample_s": sample_s, "perf/update_s": time.perf_counter() - clock - sample_s,
-                   "perf/steps_per_s": batch.num_steps / max(sample_s, 1e-9)}
-        params, metrics, rejected = guard_update(params, new, metrics, rejected)
-        if not rejected:
-            optimizer_state = new_optimizer_state
-        logger.log(it, metrics)
-        state = TrainState(it + 1, params, generator.get_state(), optimizer_state, env_steps)
-        if on_iteration is not None:
-            on_iteration(state, metrics)
-    return state
+        return data, {"meta/return_pre": float(batch.returns.mean())}, batch.num_steps
+
+    def update(state: TrainState, data: Any) -> tuple[Params, dict[str, Any] | None, dict[str, float]]:
+        return _joint_update(policy, state.params, data, cfg, state.optimizer_state)
+
+    return iterate(cfg, session, collect, update, logger, on_iteration)
 
 
 def _joint_update(policy: nn.Module, params: Params, data: Any, cfg: MAMLConfig,

@@ -24,8 +24,9 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from metarl import registry
-from metarl.logger import RunLogger
-from metarl.policies import Params
+from metarl.config import build_policy
+from metarl.logger import Logger, NullLogger, RunLogger
+from metarl.policies import Params, params_of
 from metarl.runs import (
     FORMAT_VERSION,
     RunDirError,
@@ -61,6 +62,72 @@ class TrainState:
 
 
 OnIteration = Callable[[TrainState, dict[str, float]], None]
+
+@dataclass
+class Session:
+    """What every algorithm's `train` builds first: its family, policy, state and the run's one generator."""
+
+    family: TaskFamily
+    policy: nn.Module
+    state: TrainState
+    generator: torch.Generator
+
+
+def start(cfg: Any, state: TrainState | None, family: TaskFamily | None = None) -> Session:
+    """Build the family (unless given), the policy from `cfg.run.seed` and the state to continue from (fresh: the
+    policy's initial parameters and a generator seeded with `cfg.run.seed`)."""
+    family = family or registry.make(cfg.family, **cfg.run.family_kwargs)
+    policy = build_policy(cfg.policy, family, cfg.run.seed)
+    if state is None:
+        state = TrainState(0, params_of(policy), torch.Generator().manual_seed(cfg.run.seed).get_state())
+    generator = torch.Generator()
+    generator.set_state(state.generator_state)
+    return Session(family, policy, state, generator)
+
+
+Collect = Callable[[TrainState, torch.Generator], tuple[Any, dict[str, float], int]]
+"""(state, generator) -> (data for the update, metrics of the sampling phase, env steps taken)."""
+Update = Callable[[TrainState, Any], tuple["Params | None", Any, dict[str, float]]]
+"""(state, data) -> (new params, new optimiser state, metrics); raises FloatingPointError on non-finite values."""
+
+
+def iterate(
+    cfg: Any,
+    session: Session,
+    collect: Collect,
+    update: Update,
+    logger: Logger | None = None,
+    on_iteration: OnIteration | None = None,
+) -> TrainState:
+    """Run iterations `session.state.iteration ..< cfg.run.iterations` of collect-then-update.
+
+    Shared by every algorithm: timing (`perf/*`), the non-finite guard (a FloatingPointError from `update` or any
+    non-finite parameter or metric rejects the step: `guard_update`), logging, and the `TrainState` bookkeeping that
+    makes a resumed run reproduce an uninterrupted one. Returns the final state.
+    """
+    logger = logger or NullLogger()
+    state, generator, rejected = session.state, session.generator, 0
+    for it in range(state.iteration, cfg.run.iterations):
+        clock = time.perf_counter()
+        data, metrics, steps = collect(state, generator)
+        sample_s = time.perf_counter() - clock
+        try:
+            new, optimizer_state, outer = update(state, data)
+        except FloatingPointError:  # e.g. a NaN meta-gradient: guard_update rejects and logs the step
+            new, optimizer_state, outer = None, state.optimizer_state, {}
+        env_steps = state.env_steps + steps
+        metrics = {**metrics, **outer, "perf/env_steps": float(env_steps), "perf/sample_s": sample_s,
+                   "perf/update_s": time.perf_counter() - clock - sample_s,
+                   "perf/steps_per_s": steps / max(sample_s, 1e-9)}
+        params, metrics, rejected = guard_update(state.params, new, metrics, rejected)
+        if rejected:
+            optimizer_state = state.optimizer_state
+        logger.log(it, metrics)
+        state = TrainState(it + 1, params, generator.get_state(), optimizer_state, env_steps, state.extra)
+        if on_iteration is not None:
+            on_iteration(state, metrics)
+    return state
+
 
 MAX_REJECTIONS = 5
 """Consecutive non-finite updates after which a run stops (its last checkpoint is still finite)."""

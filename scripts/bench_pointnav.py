@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import time
@@ -53,10 +54,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="iterations excluded from the timing median")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--evaluate", action="store_true", help="evaluate on 400 held-out tasks afterwards")
+    parser.add_argument("--curvature-subsample", type=int, default=1,
+                        help="TRPO curvature products on every n-th episode (1: exact, as the port)")
     args = parser.parse_args()
 
     cfg = apply_overrides(MAMLConfig(), {**PRESETS["pytorch-maml-rl-point"], "run.iterations": args.iterations,
-                                         "run.seed": args.seed})
+                                         "run.seed": args.seed, "curvature_subsample": args.curvature_subsample})
     times: list[float] = []
     last = [time.perf_counter()]
 
@@ -76,6 +79,8 @@ def main() -> None:
         "seconds_per_iteration": statistics.median(timed),
         "peak_rss_mb": peak_rss_mb(),
         "torch_threads": torch.get_num_threads(),
+        "curvature_subsample": args.curvature_subsample,
+        "load_average": os.getloadavg()[0],
     }
     if args.evaluate:
         pre, post = evaluate(cfg, state.params, tasks=400, episodes=20, seed=args.seed)

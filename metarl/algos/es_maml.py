@@ -21,7 +21,6 @@ exact policy-gradient U (check C1) and with the ES operator (check C2) in tests/
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -29,14 +28,13 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from metarl import registry
 from metarl.algos.maml import adam_ascent
-from metarl.config import PolicyConfig, RunConfig, build_policy
+from metarl.config import PolicyConfig, RunConfig
 from metarl.family import index_tasks, num_tasks, repeat_tasks
-from metarl.logger import Logger, NullLogger
-from metarl.policies import Params, num_stacked, params_of
+from metarl.logger import Logger
+from metarl.policies import Params, num_stacked
 from metarl.sampler import Sampler, SamplerProtocol
-from metarl.training import OnIteration, TrainState, guard_update
+from metarl.training import OnIteration, TrainState, iterate, start
 from metarl.trpo import flatten, unflatten
 
 Fitness = Literal["zscore", "rank", "none"]
@@ -335,10 +333,6 @@ def eval_step_sizes(cfg: ESMAMLConfig, steps: int) -> tuple[float, ...]:
 
 
 # ----------------------------------------------------------------------------------------------- training
-def init_state(cfg: ESMAMLConfig, policy: nn.Module) -> TrainState:
-    return TrainState(0, params_of(policy), torch.Generator().manual_seed(cfg.run.seed).get_state())
-
-
 def meta_update(params: Params, grad: Tensor, cfg: ESMAMLConfig,
                 optimizer_state: dict[str, Any] | None) -> tuple[Params, dict[str, Any] | None]:
     """θ + β·ĝ (the paper's plain ascent) or one Adam step; ĝ [d] is flat."""
@@ -347,9 +341,8 @@ def meta_update(params: Params, grad: Tensor, cfg: ESMAMLConfig,
     return unflatten(flatten(params) + cfg.meta_lr * grad, params), None
 
 
-def _metrics(step: ESStep, grad: Tensor, exact: int, env_steps: int, steps: int, sample_s: float,
-             update_s: float) -> dict[str, float]:
-    """meta/ returns at θ (the exact-eval units; all units if there are none), outer/ fitness and ĝ, perf/."""
+def _metrics(step: ESStep, grad: Tensor, exact: int) -> dict[str, float]:
+    """meta/ returns at θ (the exact-eval units; all units if there are none), outer/ fitness and ĝ."""
     pre, post = (step.pre[-exact:], step.post[-exact:]) if exact else (step.pre, step.post)
     fitness = torch.cat([step.plus, step.minus])
     return {
@@ -358,10 +351,6 @@ def _metrics(step: ESStep, grad: Tensor, exact: int, env_steps: int, steps: int,
         "outer/fitness_mean": float(fitness.mean()),
         "outer/fitness_std": float(fitness.std(correction=0)),
         "outer/grad_norm": float(grad.norm()),
-        "perf/env_steps": float(env_steps),
-        "perf/sample_s": sample_s,
-        "perf/update_s": update_s,
-        "perf/steps_per_s": steps / max(sample_s, 1e-9),
     }
 
 
@@ -376,35 +365,24 @@ def train(
     All randomness after the policy's initialisation comes from one generator whose state is part of `TrainState`
     (with the Adam state, if any), so continuing from a saved state reproduces an uninterrupted run exactly.
     """
-    logger = logger or NullLogger()
-    family = registry.make(cfg.family, **cfg.run.family_kwargs)
-    policy = build_policy(cfg.policy, family, cfg.run.seed)
-    state = state or init_state(cfg, policy)
-    generator = torch.Generator()
-    generator.set_state(state.generator_state)
-    params, optimizer_state, env_steps, rejected = state.params, state.optimizer_state, state.env_steps, 0
-    evaluate = Evaluator(Sampler(family), policy, params, generator, cfg.policy.deterministic)
+    session = start(cfg, state)
+    family = session.family
+    evaluate = Evaluator(Sampler(family), session.policy, session.state.params, session.generator,
+                         cfg.policy.deterministic)
     adapt = make_adapt(cfg)
-    for it in range(state.iteration, cfg.run.iterations):
-        clock, before = time.perf_counter(), evaluate.env_steps
-        theta = flatten(params)
+
+    def collect(state: TrainState, generator: torch.Generator) -> tuple[Tensor, dict[str, float], int]:
+        before, theta = evaluate.env_steps, flatten(state.params)
         with torch.no_grad():
             step = es_step(evaluate, adapt, theta, draw(cfg, family, theta.numel(), theta.dtype, generator), cfg)
-        sample_s = time.perf_counter() - clock
         grad = step.pair_grads.mean(0)
-        new, new_optimizer_state = meta_update(params, grad, cfg, optimizer_state)
-        steps = evaluate.env_steps - before
-        env_steps += steps
-        metrics = _metrics(step, grad, cfg.exact_evals, env_steps, steps, sample_s,
-                           time.perf_counter() - clock - sample_s)
-        params, metrics, rejected = guard_update(params, new, metrics, rejected)
-        if not rejected:
-            optimizer_state = new_optimizer_state
-        logger.log(it, metrics)
-        state = TrainState(it + 1, params, generator.get_state(), optimizer_state, env_steps)
-        if on_iteration is not None:
-            on_iteration(state, metrics)
-    return state
+        return grad, _metrics(step, grad, cfg.exact_evals), evaluate.env_steps - before
+
+    def update(state: TrainState, grad: Tensor) -> tuple[Params, dict[str, Any] | None, dict[str, float]]:
+        new, optimizer_state = meta_update(state.params, grad, cfg, state.optimizer_state)
+        return new, optimizer_state, {}
+
+    return iterate(cfg, session, collect, update, logger, on_iteration)
 
 
 # ----------------------------------------------------------------------------------------------- presets

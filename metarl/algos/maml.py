@@ -19,7 +19,6 @@ Which objective the meta-gradient estimates depends on `estimator` (metarl/estim
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -28,8 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad
 
-from metarl import registry
-from metarl.config import PolicyConfig, RunConfig, build_policy
+from metarl.config import PolicyConfig, RunConfig
 from metarl.curvature import gauss_newton_kl_product
 from metarl.estimators import (
     ESTIMATORS,
@@ -40,10 +38,10 @@ from metarl.estimators import (
     prepare,
     score_term,
 )
-from metarl.logger import Logger, NullLogger
-from metarl.policies import Params, PolicyOutput, forward, num_stacked, params_of, stack
+from metarl.logger import Logger
+from metarl.policies import Params, PolicyOutput, forward, num_stacked, stack
 from metarl.sampler import Sampler, SamplerProtocol
-from metarl.training import OnIteration, TrainState, guard_update
+from metarl.training import OnIteration, TrainState, iterate, start
 from metarl.trpo import TRPOConfig, trpo_step
 
 
@@ -381,22 +379,12 @@ def adam_ascent(
     return {name: leaf.detach() for name, leaf in zip(params, leaves, strict=True)}, optimizer.state_dict()
 
 
-def iteration_metrics(rollouts: MetaRollouts, outer: dict[str, float], env_steps: int, steps: int,
-                      sample_s: float, update_s: float) -> dict[str, float]:
-    """The per-iteration record: meta/ returns per adaptation stage, outer/ step statistics, perf/ timings."""
+def rollout_metrics(rollouts: MetaRollouts) -> dict[str, float]:
+    """meta/return_pre and meta/return_post_j: mean returns with θ and after each of the k adaptation steps."""
     return {
         "meta/return_pre": rollouts.returns[0],
         **{f"meta/return_post_{j}": r for j, r in enumerate(rollouts.returns[1:], start=1)},
-        **outer,
-        "perf/env_steps": float(env_steps),
-        "perf/sample_s": sample_s,
-        "perf/update_s": update_s,
-        "perf/steps_per_s": steps / max(sample_s, 1e-9),
     }
-
-
-def init_state(cfg: MAMLConfig, policy: nn.Module) -> TrainState:
-    return TrainState(0, params_of(policy), torch.Generator().manual_seed(cfg.run.seed).get_state())
 
 
 def train(
@@ -410,36 +398,19 @@ def train(
     All randomness after the policy's initialisation comes from one generator whose state is part of `TrainState`,
     so continuing from a saved state reproduces an uninterrupted run exactly.
     """
-    logger = logger or NullLogger()
-    family = registry.make(cfg.family, **cfg.run.family_kwargs)
-    policy = build_policy(cfg.policy, family, cfg.run.seed)
-    state = state or init_state(cfg, policy)
-    sampler = Sampler(family)
-    generator = torch.Generator()
-    generator.set_state(state.generator_state)
-    params, optimizer_state, env_steps = state.params, state.optimizer_state, state.env_steps
-    rejected = 0
-    for it in range(state.iteration, cfg.run.iterations):
-        clock = time.perf_counter()
+    session = start(cfg, state)
+    family, policy, sampler = session.family, session.policy, Sampler(session.family)
+
+    def collect_step(state: TrainState, generator: torch.Generator) -> tuple[MetaRollouts, dict[str, float], int]:
         tasks = family.sample_tasks(cfg.meta_batch_size, generator)
-        rollouts = collect(sampler, policy, params, tasks, cfg, generator)
-        sample_s = time.perf_counter() - clock
-        try:
-            new, new_optimizer_state, outer = meta_update(policy, params, rollouts, cfg, optimizer_state)
-        except FloatingPointError:  # a non-finite meta-gradient: reject the step (guard_update logs it)
-            new, new_optimizer_state, outer = None, optimizer_state, {}
+        rollouts = collect(sampler, policy, state.params, tasks, cfg, generator)
         steps = int(sum(d.mask.sum() for d in (*rollouts.pre, rollouts.post)))
-        env_steps += steps
-        metrics = iteration_metrics(rollouts, outer, env_steps, steps, sample_s,
-                                    time.perf_counter() - clock - sample_s)
-        params, metrics, rejected = guard_update(params, new, metrics, rejected)
-        if not rejected:
-            optimizer_state = new_optimizer_state
-        logger.log(it, metrics)
-        state = TrainState(it + 1, params, generator.get_state(), optimizer_state, env_steps)
-        if on_iteration is not None:
-            on_iteration(state, metrics)
-    return state
+        return rollouts, rollout_metrics(rollouts), steps
+
+    def update_step(state: TrainState, rollouts: MetaRollouts) -> tuple[Params, Any, dict[str, float]]:
+        return meta_update(policy, state.params, rollouts, cfg, state.optimizer_state)
+
+    return iterate(cfg, session, collect_step, update_step, logger, on_iteration)
 
 
 # ----------------------------------------------------------------------------------------------- presets

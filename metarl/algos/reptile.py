@@ -16,7 +16,6 @@ exactly on the analytic MDP (tests/test_reptile.py).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -25,15 +24,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad
 
-from metarl import registry
 from metarl.algos.maml import per_task
-from metarl.config import PolicyConfig, RunConfig, build_policy
+from metarl.config import PolicyConfig, RunConfig
 from metarl.estimators import TaskData, inner_objective, prepare
 from metarl.family import num_tasks
-from metarl.logger import Logger, NullLogger
-from metarl.policies import Params, params_of
+from metarl.logger import Logger
+from metarl.policies import Params
 from metarl.sampler import Sampler, SamplerProtocol
-from metarl.training import OnIteration, TrainState, guard_update
+from metarl.training import OnIteration, TrainState, iterate, start
 
 
 @dataclass(frozen=True)
@@ -216,25 +214,14 @@ def eval_step_sizes(cfg: ReptileConfig, steps: int) -> tuple[float, ...]:
 
 
 # ----------------------------------------------------------------------------------------------- training
-def init_state(cfg: ReptileConfig, policy: nn.Module) -> TrainState:
-    return TrainState(0, params_of(policy), torch.Generator().manual_seed(cfg.run.seed).get_state())
-
-
-def _metrics(inner: InnerLoop, post: Tensor | None, outer_lr: float, step: Params, steps: int, env_steps: int,
-             sample_s: float, update_s: float) -> dict[str, float]:
-    """meta/return_pre and meta/return_post_j (j < k from the inner batches, k from the post batch), outer/, perf/."""
+def _metrics(inner: InnerLoop, post: Tensor | None) -> dict[str, float]:
+    """meta/return_pre and meta/return_post_j (j < k from the inner batches, k from the post batch)."""
     returns = [float(r.mean()) for r in inner.returns]
     if post is not None:
         returns.append(float(post.mean()))
     return {
         "meta/return_pre": returns[0],
         **{f"meta/return_post_{j}": r for j, r in enumerate(returns[1:], start=1)},
-        "outer/lr": outer_lr,
-        "outer/step_norm": float(torch.sqrt(sum(s.square().sum() for s in step.values()))),
-        "perf/env_steps": float(env_steps),
-        "perf/sample_s": sample_s,
-        "perf/update_s": update_s,
-        "perf/steps_per_s": steps / max(sample_s, 1e-9),
     }
 
 
@@ -249,38 +236,27 @@ def train(
     All randomness after the policy's initialisation comes from one generator whose state is part of `TrainState`,
     so continuing from a saved state reproduces an uninterrupted run exactly.
     """
-    logger = logger or NullLogger()
-    family = registry.make(cfg.family, **cfg.run.family_kwargs)
-    policy = build_policy(cfg.policy, family, cfg.run.seed)
-    state = state or init_state(cfg, policy)
-    sampler = Sampler(family)
-    generator = torch.Generator()
-    generator.set_state(state.generator_state)
-    params, env_steps, rejected = state.params, state.env_steps, 0
+    session = start(cfg, state)
+    family, policy, sampler = session.family, session.policy, Sampler(session.family)
     lrs = (cfg.inner_lr,) * cfg.inner_steps
-    for it in range(state.iteration, cfg.run.iterations):
-        clock = time.perf_counter()
+
+    def collect(state: TrainState, generator: torch.Generator) -> tuple[Params, dict[str, float], int]:
         tasks = family.sample_tasks(cfg.meta_batch_size, generator)
         with torch.no_grad():  # nothing is differentiated through; torch.func.grad still works inside
-            inner = inner_loop(cfg, sampler, policy, params, tasks, lrs, cfg.episodes_per_task, generator)
-            post = None
-            steps = inner.env_steps
+            inner = inner_loop(cfg, sampler, policy, state.params, tasks, lrs, cfg.episodes_per_task, generator)
+            post, steps = None, inner.env_steps
             if cfg.post_batch:
                 batch = sampler.sample(policy, inner.adapted, tasks, cfg.episodes_per_task, generator)
                 post, steps = batch.returns, steps + batch.num_steps
-            sample_s = time.perf_counter() - clock
-            outer_lr = outer_lr_at(cfg, it)
-            new = reptile_update(params, inner.adapted, outer_lr)
-        env_steps += steps
-        step = {k: new[k] - params[k] for k in params}
-        metrics = _metrics(inner, post, outer_lr, step, steps, env_steps, sample_s,
-                           time.perf_counter() - clock - sample_s)
-        params, metrics, rejected = guard_update(params, new, metrics, rejected)
-        logger.log(it, metrics)
-        state = TrainState(it + 1, params, generator.get_state(), None, env_steps)
-        if on_iteration is not None:
-            on_iteration(state, metrics)
-    return state
+        return inner.adapted, _metrics(inner, post), steps
+
+    def update(state: TrainState, adapted: Params) -> tuple[Params, None, dict[str, float]]:
+        outer_lr = outer_lr_at(cfg, state.iteration)
+        new = reptile_update(state.params, adapted, outer_lr)
+        norm = torch.sqrt(sum((new[k] - state.params[k]).square().sum() for k in new))
+        return new, None, {"outer/lr": outer_lr, "outer/step_norm": float(norm)}
+
+    return iterate(cfg, session, collect, update, logger, on_iteration)
 
 
 # ----------------------------------------------------------------------------------------------- presets
