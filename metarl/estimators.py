@@ -39,7 +39,7 @@ ESTIMATORS = ("dice", "emaml", "lvc", "naive")
 
 
 class TaskData(NamedTuple):
-    """A batch prepared for surrogates: per task [T, E, H, ...] (or [E, H, ...] inside a vmap over tasks).
+    """A batch prepared for surrogates: per task [T, E, H, ...] (or [E, H, ...] for one task).
 
     Attributes:
         obs: observations, policy dtype.
@@ -113,7 +113,7 @@ def loaded_dice(logp: Tensor, adv: Tensor, lam: float = 1.0) -> Tensor:
     """
     if lam == 1.0:
         w = logp.cumsum(-1)
-    else:  # w_t = Σ_{t'≤t} λ^{t−t'} log π_{t'}: a discounted cumulative sum, written without in-place ops (vmap)
+    else:  # w_t = Σ_{t'≤t} λ^{t−t'} log π_{t'}: a discounted cumsum as one matmul (no in-place ops for torch.func)
         H = logp.shape[-1]
         t = torch.arange(H, device=logp.device)
         decay = torch.where(t[:, None] >= t[None, :], lam ** (t[:, None] - t[None, :]).clamp_min(0), 0.0)

@@ -56,10 +56,14 @@ def main() -> None:
     parser.add_argument("--evaluate", action="store_true", help="evaluate on 400 held-out tasks afterwards")
     parser.add_argument("--curvature-subsample", type=int, default=1,
                         help="TRPO curvature products on every n-th episode (1: exact, as the port)")
+    parser.add_argument("--estimator", default="dice", choices=["dice", "emaml", "lvc", "naive"],
+                        help="meta-gradient estimator (the port differentiates the naive surrogate)")
+    parser.add_argument("--dice-lambda", type=float, default=1.0, help="Loaded-DiCE λ")
     args = parser.parse_args()
 
     cfg = apply_overrides(MAMLConfig(), {**PRESETS["pytorch-maml-rl-point"], "run.iterations": args.iterations,
-                                         "run.seed": args.seed, "curvature_subsample": args.curvature_subsample})
+                                         "run.seed": args.seed, "curvature_subsample": args.curvature_subsample,
+                                         "estimator": args.estimator, "dice_lambda": args.dice_lambda})
     times: list[float] = []
     last = [time.perf_counter()]
 
@@ -80,6 +84,8 @@ def main() -> None:
         "peak_rss_mb": peak_rss_mb(),
         "torch_threads": torch.get_num_threads(),
         "curvature_subsample": args.curvature_subsample,
+        "estimator": args.estimator,
+        "dice_lambda": args.dice_lambda,
         "load_average": os.getloadavg()[0],
     }
     if args.evaluate:

@@ -221,7 +221,7 @@ def loop_meta_gradient(policy: torch.nn.Module, params: dict, rollouts: object, 
     return dict(zip(leaves, grads, strict=True))
 
 
-def test_d1_vmap_over_tasks_equals_python_loop() -> None:
+def test_d1_batched_tasks_equal_python_loop() -> None:
     policy, params, rollouts, cfg = mlp_setup()
     ours = meta_gradient(policy, params, rollouts, cfg)
     reference = loop_meta_gradient(policy, params, rollouts, cfg)
