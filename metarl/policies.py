@@ -137,6 +137,11 @@ def stack(params: Params, rows: int) -> Params:
 def forward(module: nn.Module, params: Params, obs: Tensor) -> PolicyOutput:
     """Evaluate the policy functionally.
 
+    Our MLPs run on the parameter tensors directly (`forward_fn`): the kernels `functional_call` and `vmap` dispatch
+    to, bit for bit, without their per-call cost, which also makes every derivative through them cheaper (one inner
+    Hessian-vector product of the pytorch-maml-rl 2-D navigation batch: 122 -> 86 ms on one thread). Any other
+    module goes through `forward_reference`.
+
     Args:
         module: the policy (its own parameters are ignored).
         params: shared params, or stacked [R, ...] params with one set per row.
@@ -145,6 +150,12 @@ def forward(module: nn.Module, params: Params, obs: Tensor) -> PolicyOutput:
     Returns:
         mean [..., act_dim] and log_std (broadcastable to the mean) or None.
     """
+    return forward_fn(module, params)(obs)
+
+
+def forward_reference(module: nn.Module, params: Params, obs: Tensor) -> PolicyOutput:
+    """`forward` by the book: `functional_call`, with `vmap` over the rows of stacked params. Works for any module
+    whose forward returns (mean, log_std or None)."""
     rows = num_stacked(module, params)
     if rows is None:
         return functional_call(module, params, (obs,))
@@ -170,7 +181,7 @@ def _vmap_rows(module: nn.Module) -> Callable[[Params, Tensor], PolicyOutput]:
 def forward_fn(module: nn.Module, params: Params) -> Callable[[Tensor], PolicyOutput]:
     """`obs -> forward(module, params, obs)` with `params` bound once, for the H calls of a rollout.
 
-    Bit-identical to `forward`. For `GaussianMLP` and `DeterministicMLP` it runs the layers on the parameter
+    Bit-identical to `forward_reference`. For `GaussianMLP` and `DeterministicMLP` it runs the layers on the parameter
     tensors directly: the very kernels `functional_call` (shared) and `vmap` (stacked: one `bmm` plus the bias per
     layer) dispatch to, without their per-call cost: in a rollout of T=20 rows × E=10 envs with the 100×100 MLP on
     one thread, measured -180 µs per call with shared params and -530 µs (of ~0.7 ms) with stacked ones. Other

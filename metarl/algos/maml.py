@@ -318,8 +318,8 @@ def kl_curvature(
             step = inner_step(policy, adapted[-1], data, lr, cfg.estimator, cfg.dice_lambda, first_order=True)
             adapted.append({k: v.detach() for k, v in step.items()})
     inner = "naive" if cfg.estimator == "emaml" else cfg.estimator
-    return gauss_newton_kl_product(policy, adapted, rollouts.pre, cfg.step_sizes, rollouts.post, rollouts.old,
-                                   inner, cfg.dice_lambda, cfg.first_order)
+    return gauss_newton_kl_product(policy, adapted, rollouts.pre, cfg.step_sizes, rollouts.post, inner,
+                                   cfg.dice_lambda, cfg.first_order)
 
 
 def meta_gradient(policy: nn.Module, params: Params, rollouts: MetaRollouts, cfg: MAMLConfig) -> Params:
