@@ -32,6 +32,7 @@ from metarl.algos.maml import MAMLConfig
 from metarl.estimators import mean_kl, outer_objective, prepare
 from metarl.family import TaskFamily, index_tasks, num_tasks
 from metarl.logger import Logger
+from metarl.optim import adam_ascent
 from metarl.policies import GaussianMLP, Params, PolicyOutput, forward
 from metarl.registry import FamilySpec
 from metarl.sampler import Sampler, SamplerProtocol
@@ -159,7 +160,7 @@ def _joint_update(policy: nn.Module, params: Params, data: Any, cfg: MAMLConfig,
                                                  list(leaves.values())), strict=True))
     if not all(bool(torch.isfinite(g).all()) for g in grads.values()):
         raise FloatingPointError("non-finite gradient")
-    new, state = maml.adam_ascent(params, grads, cfg.outer_lr, optimizer_state)
+    new, state = adam_ascent(params, grads, cfg.outer_lr, optimizer_state)
     return new, state, {"outer/grad_norm": float(torch.sqrt(sum(g.square().sum() for g in grads.values())))}
 
 

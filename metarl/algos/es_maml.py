@@ -28,10 +28,10 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from metarl.algos.maml import adam_ascent
 from metarl.config import PolicyConfig, RunConfig
 from metarl.family import index_tasks, num_tasks, repeat_tasks
 from metarl.logger import Logger
+from metarl.optim import adam_ascent
 from metarl.policies import Params, num_stacked
 from metarl.sampler import Sampler, SamplerProtocol
 from metarl.training import OnIteration, TrainState, iterate, start

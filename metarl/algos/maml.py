@@ -39,6 +39,7 @@ from metarl.estimators import (
     score_term,
 )
 from metarl.logger import Logger
+from metarl.optim import adam_ascent
 from metarl.policies import Params, PolicyOutput, forward, num_stacked, stack
 from metarl.sampler import Sampler, SamplerProtocol
 from metarl.training import OnIteration, TrainState, iterate, start
@@ -363,20 +364,6 @@ def meta_update(
     new, state = adam_ascent(params, grads, cfg.outer_lr, optimizer_state)
     norm = float(torch.sqrt(sum(g.square().sum() for g in grads.values())))
     return new, state, {"outer/grad_norm": norm}
-
-
-def adam_ascent(
-    params: Params, grads: Params, lr: float, state: dict[str, Any] | None
-) -> tuple[Params, dict[str, Any]]:
-    """One Adam step *up* the gradient, with the optimiser state kept as data (checkpointable)."""
-    leaves = [p.detach().clone().requires_grad_(True) for p in params.values()]
-    optimizer = torch.optim.Adam(leaves, lr=lr, maximize=True)
-    if state is not None:
-        optimizer.load_state_dict(state)
-    for leaf, name in zip(leaves, params, strict=True):
-        leaf.grad = grads[name].detach().clone()
-    optimizer.step()
-    return {name: leaf.detach() for name, leaf in zip(params, leaves, strict=True)}, optimizer.state_dict()
 
 
 def rollout_metrics(rollouts: MetaRollouts) -> dict[str, float]:
