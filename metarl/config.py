@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from metarl.family import TaskFamily
-from metarl.policies import DeterministicMLP, GaussianMLP
+from metarl.policies import DeterministicMLP, GaussianMLP, glorot_init_
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class PolicyConfig:
     """nonlinearity between hidden layers"""
     init_std: float = 1.0
     """initial standard deviation of the Gaussian policy"""
+    init: Literal["torch", "glorot"] = "torch"
+    """weight initialisation: torch's nn.Linear default, or Glorot-uniform weights and zero biases (rllab's, so the
+    MAML paper's, and pytorch-maml-rl's)"""
     deterministic: bool = False
     """a deterministic tanh policy (ES-MAML) instead of a Gaussian"""
 
@@ -34,13 +37,19 @@ class PolicyConfig:
             raise ValueError(f"policy.hidden sizes must be >= 1, got {self.hidden}")
         if self.init_std <= 0:
             raise ValueError(f"policy.init_std must be > 0, got {self.init_std}")
+        if self.init not in ("torch", "glorot"):
+            raise ValueError(f"policy.init must be 'torch' or 'glorot', got {self.init!r}")
 
     def build(self, family: TaskFamily) -> nn.Module:
         """A fresh policy for `family` (initialised from torch's global RNG: seed it around this call)."""
         if self.deterministic:
             scale = float(family.action_high.abs().max()) if family.action_high.isfinite().all() else 1.0
-            return DeterministicMLP(family.obs_dim, family.act_dim, self.hidden, self.activation, scale=scale)
-        return GaussianMLP(family.obs_dim, family.act_dim, self.hidden, self.activation, self.init_std)
+            module: nn.Module = DeterministicMLP(family.obs_dim, family.act_dim, self.hidden, self.activation, scale)
+        else:
+            module = GaussianMLP(family.obs_dim, family.act_dim, self.hidden, self.activation, self.init_std)
+        if self.init == "glorot":
+            glorot_init_(module)
+        return module
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,16 @@ class DeterministicMLP(nn.Module):
         return PolicyOutput(self.scale * torch.tanh(self.net(obs)), None)
 
 
+def glorot_init_(module: nn.Module) -> nn.Module:
+    """Glorot-uniform weights and zero biases for every `nn.Linear` in `module`, in place (rllab's initialisation,
+    which the MAML paper used, and pytorch-maml-rl's); the log-std is left alone."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return module
+
+
 # ----------------------------------------------------------------------------------------------- functional API
 def params_of(module: nn.Module) -> Params:
     """A detached copy of the module's parameters (the meta-parameters handed to optimisers)."""

@@ -3,6 +3,7 @@ every policy type; log-probs and KL match torch.distributions."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 import metarl
+from metarl.config import PolicyConfig
 from metarl.family import StepResult, TaskFamily
 from metarl.policies import (
     DeterministicMLP,
@@ -134,3 +136,19 @@ def test_sampling_restores_the_torch_thread_count() -> None:
     policy = GaussianMLP(family.obs_dim, family.act_dim, (8,))
     Sampler(family).sample(policy, params_of(policy), family.sample_tasks(2, torch.Generator()), 1, torch.Generator())
     assert torch.get_num_threads() == before
+
+
+def test_glorot_init_matches_rllab_scheme() -> None:
+    family = metarl.make("PointNav-v0")
+    torch.manual_seed(0)
+    module = PolicyConfig(hidden=(64, 32), activation="tanh", init="glorot", init_std=0.5).build(family)
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 3
+    for layer in linears:
+        fan_out, fan_in = layer.weight.shape
+        largest = float(layer.weight.detach().abs().max())
+        assert 0.8 * math.sqrt(6.0 / (fan_in + fan_out)) < largest <= math.sqrt(6.0 / (fan_in + fan_out))
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+    torch.testing.assert_close(module.log_std.detach(), torch.full((2,), math.log(0.5)))
+    with pytest.raises(ValueError, match=r"policy\.init"):
+        PolicyConfig(init="he")  # type: ignore[arg-type]
