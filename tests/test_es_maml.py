@@ -258,15 +258,7 @@ def test_es_maml_learns_point_nav(adaptation: str, iterations: int, margin: floa
     overrides = {**es_maml.PRESETS["fast"], "adaptation": adaptation, "run.iterations": iterations}
     cfg = apply_overrides(ESMAMLConfig(), overrides)
     records: list[dict[str, float]] = []
-
-    class Collect:
-        def log(self, step: int, metrics: dict[str, float]) -> None:
-            records.append(metrics)
-
-        def close(self) -> None:
-            pass
-
-    state = es_maml.train(cfg, Collect())
+    state = es_maml.train(cfg, on_iteration=lambda _, metrics: records.append(metrics))
     family = metarl.make(cfg.family)
     policy = build_policy(cfg.policy, family, cfg.run.seed)
     tasks = family.sample_tasks(100, torch.Generator().manual_seed(123))

@@ -163,15 +163,7 @@ def test_reptile_learns_point_nav() -> None:
     torch.set_num_threads(1)
     cfg = apply_overrides(ReptileConfig(), reptile.PRESETS["fast"])
     records: list[dict[str, float]] = []
-
-    class Collect:
-        def log(self, step: int, metrics: dict[str, float]) -> None:
-            records.append(metrics)
-
-        def close(self) -> None:
-            pass
-
-    state = reptile.train(cfg, Collect())
+    state = reptile.train(cfg, on_iteration=lambda _, metrics: records.append(metrics))
     family = metarl.make(cfg.family)
     policy = build_policy(cfg.policy, family, cfg.run.seed)
     tasks = family.sample_tasks(40, torch.Generator().manual_seed(123))
