@@ -230,19 +230,9 @@ def test_bad_config_values_raise(overrides: dict, message: str) -> None:
 
 
 def test_resume_with_adam_continues_exactly(tmp_path: Path) -> None:
-    from test_train_cli import deterministic_part, train
+    from test_train_cli import assert_resume_continues_exactly
 
-    from metarl.cli import main
-    from metarl.logger import read_metrics
-
-    extra = ("--meta-optimizer", "adam", "--meta-lr", "0.05")
-    full = read_metrics(train(tmp_path / "full", "es-maml", *extra, iterations=4))
-    partial = train(tmp_path / "part", "es-maml", *extra, iterations=2)
-    config = (partial / "config.json").read_text().replace('"iterations": 2', '"iterations": 4')
-    (partial / "config.json").write_text(config)
-    assert main(["train", "es-maml", "--resume", str(partial)]) == 0
-    resumed = read_metrics(partial)
-    assert [deterministic_part(r) for r in resumed] == [deterministic_part(r) for r in full]
+    assert_resume_continues_exactly(tmp_path, "es-maml", "--meta-optimizer", "adam", "--meta-lr", "0.05")
 
 
 # ----------------------------------------------------------------------------------------------- learning

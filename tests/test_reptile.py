@@ -140,19 +140,10 @@ def test_bad_config_values_raise(overrides: dict, message: str) -> None:
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
     """With a constant ε (the annealing schedule depends on run.iterations, which extending a run changes)."""
-    from test_train_cli import deterministic_part, train
+    from test_train_cli import assert_resume_continues_exactly
 
-    from metarl.cli import main
-    from metarl.logger import read_metrics
-
-    extra = ("--inner-optimizer", "adam", "--inner-lr", "0.01", "--outer-lr", "0.5", "--outer-lr-final", "0.5")
-    full = read_metrics(train(tmp_path / "full", "reptile", *extra, iterations=4))
-    partial = train(tmp_path / "part", "reptile", *extra, iterations=2)
-    config = (partial / "config.json").read_text().replace('"iterations": 2', '"iterations": 4')
-    (partial / "config.json").write_text(config)
-    assert main(["train", "reptile", "--resume", str(partial)]) == 0
-    resumed = read_metrics(partial)
-    assert [deterministic_part(r) for r in resumed] == [deterministic_part(r) for r in full]
+    assert_resume_continues_exactly(tmp_path, "reptile", "--inner-optimizer", "adam", "--inner-lr", "0.01",
+                                    "--outer-lr", "0.5", "--outer-lr-final", "0.5")
 
 
 # ----------------------------------------------------------------------------------------------- learning

@@ -74,16 +74,20 @@ def test_same_seed_gives_identical_metrics(tmp_path: Path, algo: str) -> None:
     assert [deterministic_part(r) for r in first] != [deterministic_part(r) for r in other]
 
 
-def test_resume_continues_exactly(tmp_path: Path) -> None:
+def assert_resume_continues_exactly(tmp_path: Path, algo: str, *extra: str) -> None:
     """Stopping after 2 iterations and resuming to 4 gives the metrics of an uninterrupted 4-iteration run."""
-    full = read_metrics(train(tmp_path / "full", "maml", iterations=4))
-    partial = train(tmp_path / "part", "maml", iterations=2)
+    full = read_metrics(train(tmp_path / "full", algo, *extra, iterations=4))
+    partial = train(tmp_path / "part", algo, *extra, iterations=2)
     config = json.loads((partial / "config.json").read_text())
     config["config"]["run"]["iterations"] = 4  # extend the run
     (partial / "config.json").write_text(json.dumps(config))
-    assert main(["train", "maml", "--resume", str(partial)]) == 0
+    assert main(["train", algo, "--resume", str(partial)]) == 0
     resumed = read_metrics(partial)
     assert [deterministic_part(r) for r in resumed] == [deterministic_part(r) for r in full]
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    assert_resume_continues_exactly(tmp_path, "maml")
 
 
 def test_preset_then_flags_override(tmp_path: Path) -> None:
