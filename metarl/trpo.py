@@ -34,22 +34,30 @@ def unflatten(vector: Tensor, like: Params) -> Params:
     return out
 
 
-def conjugate_gradient(hvp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, tol: float = 1e-10) -> Tensor:
-    """Approximately solve H x = b for symmetric positive-definite H given only products H·v."""
-    x = torch.zeros_like(b)
+def conjugate_gradient(
+    hvp: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, tol: float = 1e-10
+) -> tuple[Tensor, Tensor]:
+    """Approximately solve H x = b for symmetric positive-definite H given only products H·v.
+
+    Returns:
+        (x, H·x). H·x is accumulated from the products CG makes anyway (H·x_k = Σ α_i H·p_i), so TRPO's step length
+        ½xᵀHx costs no extra product: one of eleven on MAML's meta-objective, each three Hessian-vector products.
+    """
+    x, hx = torch.zeros_like(b), torch.zeros_like(b)
     r, p = b.clone(), b.clone()
     rr = r @ r
     for _ in range(iters):
         hp = hvp(p)
         alpha = rr / (p @ hp)
         x += alpha * p
+        hx += alpha * hp
         r -= alpha * hp
         rr_new = r @ r
         if rr_new < tol:
             break
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x
+    return x, hx
 
 
 @dataclass(frozen=True)
@@ -119,9 +127,9 @@ def trpo_step(
         hvp = kl_hvp(kl, theta, cfg.cg_damping)
     else:
         hvp = lambda v: curvature(v) + cfg.cg_damping * v  # noqa: E731
-    direction = conjugate_gradient(hvp, grad, cfg.cg_iters)
+    direction, h_direction = conjugate_gradient(hvp, grad, cfg.cg_iters)
     # the largest step along s = H⁻¹g whose quadratic KL model ½ sᵀHs·β² reaches max_kl
-    shs = 0.5 * (direction @ hvp(direction)).detach()
+    shs = 0.5 * (direction @ h_direction).detach()
     full_step = direction.detach() * torch.sqrt(cfg.max_kl / shs.clamp_min(1e-12))
     theta_old = theta.detach()
     surr_old = float(surr.detach())

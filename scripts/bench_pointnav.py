@@ -65,12 +65,14 @@ def main() -> None:
                                          "run.seed": args.seed, "curvature_subsample": args.curvature_subsample,
                                          "estimator": args.estimator, "dice_lambda": args.dice_lambda})
     times: list[float] = []
+    fractions: list[float] = []  # accepted line-search fraction: 0.8^i means i rejected candidates, each an objective
     last = [time.perf_counter()]
 
     def on_iteration(state: TrainState, metrics: dict[str, float]) -> None:
         now = time.perf_counter()
         times.append(now - last[0])
         last[0] = now
+        fractions.append(metrics["outer/step_fraction"])
         if state.iteration % 10 == 0 or state.iteration == args.iterations:
             print(f"iter {state.iteration:4d}  pre {metrics['meta/return_pre']:7.2f}  "
                   f"post {metrics['meta/return_post_1']:7.2f}  {times[-1]:.2f} s/iter", flush=True)
@@ -82,6 +84,7 @@ def main() -> None:
         "iterations": args.iterations,
         "seconds_per_iteration": statistics.median(timed),
         "peak_rss_mb": peak_rss_mb(),
+        "median_step_fraction": statistics.median(fractions[args.warmup :] or fractions),
         "torch_threads": torch.get_num_threads(),
         "curvature_subsample": args.curvature_subsample,
         "estimator": args.estimator,

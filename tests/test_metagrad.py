@@ -261,6 +261,23 @@ def test_d2_trpo_hvp_equals_gauss_newton() -> None:
     torch.testing.assert_close(gauss_newton, reference, rtol=1e-8, atol=1e-12)
 
 
+def test_conjugate_gradient_solves_and_returns_the_product() -> None:
+    """CG on an SPD matrix: n iterations solve H x = b exactly, and the H·x it returns (accumulated, TRPO's step
+    length uses it) equals a fresh product, also when stopped early."""
+    from metarl.trpo import conjugate_gradient
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    h = a @ a.T + 0.5 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, generator=g, dtype=torch.float64)
+    x, hx = conjugate_gradient(lambda v: h @ v, b, iters=6)
+    torch.testing.assert_close(x, torch.linalg.solve(h, b), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(hx, h @ x, rtol=1e-10, atol=1e-12)
+    x3, hx3 = conjugate_gradient(lambda v: h @ v, b, iters=3)
+    assert not torch.allclose(x3, x)  # three iterations do not solve a 6-dim system
+    torch.testing.assert_close(hx3, h @ x3, rtol=1e-10, atol=1e-12)
+
+
 def test_curvature_subsample_uses_every_nth_episode() -> None:
     """The subsampled product is the exact product of the subsampled rollouts (and differs from the full one)."""
     from metarl.algos.maml import subsample_episodes
