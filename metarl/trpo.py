@@ -117,6 +117,9 @@ def trpo_step(
     The step direction comes from CG on the KL Hessian at θ_old: `curvature` (v -> ∇²KL·v at θ_old, undamped) if
     given, else double backward through `objective`'s KL. The line search then tries θ_old + βⁱ·step for
     i = 0..ls_steps−1 and accepts the first with KL ≤ max_kl and a positive surrogate improvement.
+
+    Raises:
+        FloatingPointError: the meta-gradient, or every line-search candidate's surrogate or KL, is non-finite.
     """
     theta = flatten(params).detach().requires_grad_(True)
     surr, kl = objective(unflatten(theta, params))
@@ -133,13 +136,19 @@ def trpo_step(
     full_step = direction.detach() * torch.sqrt(cfg.max_kl / shs.clamp_min(1e-12))
     theta_old = theta.detach()
     surr_old = float(surr.detach())
+    nonfinite = 0
     for i in range(cfg.ls_steps):
         fraction = cfg.ls_backtrack**i
         candidate = unflatten(theta_old + fraction * full_step, params)
         with torch.no_grad():  # torch.func transforms inside still differentiate the inner steps
             surr_new, kl_new = objective(candidate)
-        if bool(torch.isfinite(surr_new)) and float(kl_new) <= cfg.max_kl and float(surr_new) > surr_old:
+        if not (bool(torch.isfinite(surr_new)) and bool(torch.isfinite(kl_new))):
+            nonfinite += 1  # a NaN KL would also fail `<= max_kl`; counted so that it can be reported
+            continue
+        if float(kl_new) <= cfg.max_kl and float(surr_new) > surr_old:
             return TRPOResult({k: v.detach().clone() for k, v in candidate.items()}, surr_old, float(surr_new),
                               float(kl_new), fraction, float(grad.norm()))
+    if nonfinite == cfg.ls_steps:  # not an ordinary rejected step: the training loop's non-finite guard counts it
+        raise FloatingPointError(f"all {nonfinite} line-search candidates gave a non-finite surrogate or KL")
     return TRPOResult({k: v.detach().clone() for k, v in params.items()}, surr_old, surr_old, 0.0, 0.0,
                       float(grad.norm()))

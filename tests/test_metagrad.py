@@ -278,6 +278,27 @@ def test_conjugate_gradient_solves_and_returns_the_product() -> None:
     torch.testing.assert_close(hx3, h @ x3, rtol=1e-10, atol=1e-12)
 
 
+def test_trpo_line_search_that_only_meets_nan_raises_for_the_guard() -> None:
+    """A quadratic objective whose surrogate or KL is NaN away from θ_old: if every candidate is non-finite, the
+    step raises FloatingPointError (the training loop's guard counts it); if a shorter step is finite, it is taken."""
+    from metarl.trpo import TRPOConfig, trpo_step
+
+    start = {"w": torch.tensor([1.0, -2.0], dtype=torch.float64)}
+
+    def objective(p: dict, nan_beyond: float) -> tuple[torch.Tensor, torch.Tensor]:
+        d = p["w"] - start["w"]
+        surrogate, kl = p["w"].sum() - d.square().sum(), 0.5 * d.square().sum()
+        bad = float(d.detach().norm()) > nan_beyond
+        return (surrogate, kl * float("nan")) if bad else (surrogate, kl)
+
+    cfg = TRPOConfig(max_kl=0.01, ls_steps=5)
+    with pytest.raises(FloatingPointError, match="line-search candidates"):
+        trpo_step(lambda p: objective(p, nan_beyond=0.0), start, cfg)
+    full = (2 * cfg.max_kl) ** 0.5  # the natural step's length on this KL (Hessian I)
+    result = trpo_step(lambda p: objective(p, nan_beyond=0.7 * full), start, cfg)
+    assert result.step_fraction == pytest.approx(cfg.ls_backtrack**2)  # 1 and 0.8 were NaN, 0.64 was taken
+
+
 def test_curvature_subsample_uses_every_nth_episode() -> None:
     """The subsampled product is the exact product of the subsampled rollouts (and differs from the full one)."""
     from metarl.algos.maml import subsample_episodes
