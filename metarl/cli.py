@@ -123,7 +123,7 @@ def run_sample(args: SampleArgs) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------- train
 def run_train(argv: Sequence[str]) -> Path:
     """`metarl train ALGO [--preset NAME] [--resume RUN_DIR] [config flags]`, or `metarl train --resume RUN_DIR`."""
-    from metarl import training
+    from metarl import driver
     from metarl.algos import ALGORITHMS
 
     if argv and (argv[0] == "--resume" or argv[0].startswith("--resume=")):
@@ -141,7 +141,7 @@ def run_train(argv: Sequence[str]) -> Path:
     if resume is not None:
         return _resume(name, Path(resume), args)
     cfg = parse_config(name, ALGORITHMS[name], args, f"metarl train {name}")
-    run_dir = training.run(name, cfg)
+    run_dir = driver.run(name, cfg)
     console.print(f"run directory: {run_dir}", soft_wrap=True)
     return run_dir
 
@@ -174,11 +174,11 @@ def _pop_flag(args: list[str], flag: str) -> tuple[str | None, list[str]]:
 
 
 def _resume(name: str | None, run_dir: Path, args: list[str]) -> Path:
-    from metarl import training
+    from metarl import driver
 
     if args:
         raise UserError(f"--resume continues a run with its saved config; drop the other flags ({' '.join(args)})")
-    training.resume(run_dir, name)
+    driver.resume(run_dir, name)
     console.print(f"run directory: {run_dir}", soft_wrap=True)
     return run_dir
 
@@ -242,7 +242,7 @@ baselines:
 
 def run_baseline(argv: Sequence[str]) -> Path:
     """`metarl baseline NAME ...`: train into a run directory (random, ppo: nothing to train), then evaluate."""
-    from metarl import baselines, training
+    from metarl import baselines, driver
     from metarl.evaluate import EvalArgs
 
     names = [key.removeprefix("baseline-") for key in baselines.BASELINES]
@@ -271,7 +271,7 @@ def run_baseline(argv: Sequence[str]) -> Path:
             cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, iterations=0))
         if name == "oracle":
             cfg = dataclasses.replace(cfg, family=baselines.register_oracle(cfg.family).id)
-        run_dir = training.run(algo, cfg)
+        run_dir = driver.run(algo, cfg)
         console.print(f"run directory: {run_dir}", soft_wrap=True)
     run_eval(dataclasses.replace(eval_args, run_dir=run_dir))
     return run_dir

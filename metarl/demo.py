@@ -41,7 +41,7 @@ class DemoArgs:
 
 def demo(args: DemoArgs, console: Console) -> Path:
     """Train, evaluate, compare; returns the path of the comparison PNG."""
-    from metarl import training
+    from metarl import driver
     from metarl.algos import ALGORITHMS
     from metarl.config import apply_overrides
     from metarl.evaluate import evaluate_run
@@ -55,7 +55,7 @@ def demo(args: DemoArgs, console: Console) -> Path:
     console.print(f"[bold]1/3[/] meta-training MAML on {cfg.family}: {cfg.run.iterations} iterations of "
                   f"{cfg.meta_batch_size} tasks × {cfg.episodes_per_task} episodes (`metarl train maml --preset fast`)")
     clock = time.perf_counter()
-    run_dir = training.run("maml", cfg)
+    run_dir = driver.run("maml", cfg)
     records = read_metrics(run_dir)
     if records:
         first, last = records[0], records[-1]
@@ -68,7 +68,7 @@ def demo(args: DemoArgs, console: Console) -> Path:
     console.print("[bold]3/3[/] the same adaptation from a random initialisation (`metarl baseline random "
                   "--preset fast`)")
     baseline_cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, iterations=0))
-    random_dir = training.run("baseline-random", baseline_cfg, quiet=True)
+    random_dir = driver.run("baseline-random", baseline_cfg, quiet=True)
     random = evaluate_run(dataclasses.replace(eval_args, run_dir=random_dir))
     console.print(comparison_table({"MAML": maml, "random init": random}))
     compare = plot_runs(PlotArgs((run_dir, random_dir), out=run_dir / "compare.png"))

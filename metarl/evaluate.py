@@ -267,7 +267,7 @@ class EvalOutcome:
 
 def evaluate_run(args: EvalArgs, label: str | None = None) -> EvalOutcome:
     """`metarl eval`: open the run (checked), evaluate, write eval.json / eval.csv / eval.png (and video)."""
-    from metarl.training import open_run
+    from metarl.driver import open_run
 
     name = "best.pt" if args.checkpoint == "best" and (args.run_dir / "best.pt").is_file() else "checkpoint.pt"
     run = open_run(args.run_dir, name)

@@ -1,50 +1,29 @@
-"""The training driver shared by every algorithm: run directory, logging, progress, checkpoints, validation, resume.
+"""The iteration loop shared by every algorithm: its state, the collect-then-update loop and the non-finite guard.
 
 An algorithm's `train(cfg, logger, on_iteration, state)` runs iterations `state.iteration ..`, logs each iteration's
 metrics and then calls `on_iteration(state, metrics)`; the `TrainState` it passes holds everything needed to continue
 exactly (parameters, the one torch.Generator's state, optimiser state), so a resumed run matches an uninterrupted one.
 
-After each iteration the driver, in this order: validates every `run.validate_every` iterations (post-adaptation
-return on a fixed held-out task set, `val/*` metrics), writes the iteration's metrics record, writes `best.pt` when
-the validation return improved, and writes `checkpoint.pt` every `run.checkpoint_every` iterations. Metrics go out
-before the checkpoint, so a kill at any point loses nothing a resume does not recompute identically.
+The run directory around it (checkpoints, validation, resume, progress) is metarl/driver.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from metarl import registry
 from metarl.config import build_policy
-from metarl.logger import Logger, NullLogger, RunLogger
+from metarl.logger import Logger, NullLogger
 from metarl.policies import Params, params_of
-from metarl.runs import (
-    FORMAT_VERSION,
-    RunDirError,
-    atomic_write_bytes,
-    check_checkpoint,
-    config_to_dict,
-    load_checkpoint,
-    new_run_dir,
-    read_run,
-    remove_stale_temp_files,
-    save_checkpoint,
-    write_run_files,
-)
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from metarl.algos import Algorithm
     from metarl.family import TaskFamily
 
 
@@ -152,7 +131,7 @@ def guard_update(
     Raises:
         NonFiniteError: after `MAX_REJECTIONS` consecutive rejections.
     """
-    finite = new is not None and all_finite(new) and all(map(_finite, metrics.values()))
+    finite = new is not None and all_finite(new) and all(map(finite_value, metrics.values()))
     if finite:
         assert new is not None
         return new, {**metrics, "guard/rejected": 0.0}, 0
@@ -165,294 +144,6 @@ def guard_update(
     return old, {**metrics, "guard/rejected": 1.0}, rejected
 
 
-def _finite(value: float) -> bool:
+def finite_value(value: float) -> bool:
+    """Neither NaN nor ±inf (plain floats, as metrics are)."""
     return value == value and value not in (float("inf"), float("-inf"))
-
-
-def flat_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested config dataclass -> {"trpo.max_kl": 0.01, ...} for hyper-parameter tables."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            out.update(flat_config(value, f"{key}."))
-        else:
-            out[key] = value
-    return out
-
-
-def checkpoint_payload(algo: str, cfg: Any, spec: registry.FamilySpec, policy: torch.nn.Module,
-                       state: TrainState, best: dict[str, float] | None = None) -> dict[str, Any]:
-    """What `checkpoint.pt` / `best.pt` hold: the state plus enough to rebuild the policy and check compatibility;
-    `best` is the best validation so far ({"iteration", "return_post"}), restored on resume."""
-    from metarl import __version__
-
-    policy.load_state_dict({**policy.state_dict(), **state.params}, strict=False)
-    return {
-        "format_version": FORMAT_VERSION,
-        "metarl_version": __version__,
-        "algo": algo,
-        "config": config_to_dict(cfg),
-        "family_spec": spec.to_json(),
-        "policy_state": {k: v.clone() for k, v in policy.state_dict().items()},
-        "state": dataclasses.asdict(state),
-        "best": best,
-    }
-
-
-def state_from_checkpoint(payload: dict[str, Any]) -> TrainState:
-    return TrainState(**payload["state"])
-
-
-class Checkpointer:
-    """Writes `checkpoint.pt` every `every` iterations and at the end, and `best.pt` whenever the validation
-    return improves; atomically, and never with non-finite parameters."""
-
-    def __init__(self, run_dir: Path, algo: str, cfg: Any, spec: registry.FamilySpec, policy: torch.nn.Module,
-                 every: int, total: int, best: dict[str, float] | None = None) -> None:
-        self.run_dir, self.algo, self.cfg, self.spec, self.policy = run_dir, algo, cfg, spec, policy
-        self.every, self.total, self.best = every, total, best
-        self.saved_iteration: int | None = None
-
-    def __call__(self, state: TrainState, metrics: dict[str, float]) -> None:
-        if not all_finite(state.params):  # guard_update keeps this from happening; never write a NaN checkpoint
-            raise NonFiniteError("refusing to checkpoint non-finite parameters")
-        value = metrics.get("val/return_post")
-        if value is not None and _finite(value) and (self.best is None or value > self.best["return_post"]):
-            self.best = {"iteration": state.iteration, "return_post": value}
-            self._save("best.pt", state)
-        if state.iteration % self.every == 0 or state.iteration == self.total:
-            self.save_last(state)
-
-    def save_last(self, state: TrainState) -> None:
-        self._save("checkpoint.pt", state)
-        self.saved_iteration = state.iteration
-
-    def _save(self, name: str, state: TrainState) -> None:
-        payload = checkpoint_payload(self.algo, self.cfg, self.spec, self.policy, state, self.best)
-        save_checkpoint(self.run_dir / name, payload)
-
-
-class Validator:
-    """Return before and after adaptation on a fixed held-out task set: the criterion for `best.pt`.
-
-    MAML evaluated "the model with the best average return during training" (notes/anchors-metarl.md §1.1). We rank
-    checkpoints on held-out tasks instead of the training batch's return: those tasks are fixed, drawn from their own
-    stream (never the training generator, so validating does not change training), and every validation replays the
-    same rollout noise (common random numbers), so differences between iterations come from the parameters alone.
-    """
-
-    def __init__(self, algorithm: Algorithm, cfg: Any, family: TaskFamily, policy: nn.Module) -> None:
-        from metarl.evaluate import default_episodes, stream_generator, training_steps
-        from metarl.sampler import Sampler
-
-        if algorithm.adaptation_returns is None or algorithm.eval_step_sizes is None:
-            raise ValueError("validation needs the algorithm's adaptation_returns and eval_step_sizes")
-        generator = stream_generator(cfg.run.seed, "validation")
-        self.tasks = family.sample_tasks(cfg.run.validation_tasks, generator)
-        self.rollout_state = generator.get_state()
-        self.adaptation_returns = algorithm.adaptation_returns
-        self.step_sizes = algorithm.eval_step_sizes(cfg, training_steps(cfg))
-        self.cfg, self.policy, self.episodes = cfg, policy, default_episodes(cfg)
-        self.sampler = Sampler(family)
-
-    def __call__(self, params: Params) -> dict[str, float]:
-        """`val/return_pre` (θ) and `val/return_post` (after the training number of adaptation steps)."""
-        clock = time.perf_counter()
-        generator = torch.Generator()
-        generator.set_state(self.rollout_state)
-        returns = self.adaptation_returns(self.cfg, self.sampler, self.policy, params, self.tasks, self.step_sizes,
-                                          self.episodes, generator)  # [k+1, T, E]
-        per_step = returns.to(torch.float64).mean((1, 2))
-        return {"val/return_pre": float(per_step[0]), "val/return_post": float(per_step[-1]),
-                "perf/validate_s": time.perf_counter() - clock}
-
-
-class _PendingLog:
-    """Holds an algorithm's record of iteration i until the driver has added its validation metrics
-    (`on_iteration`), then writes it; `close` writes anything left."""
-
-    def __init__(self, sink: RunLogger) -> None:
-        self.sink = sink
-        self.pending: tuple[int, dict[str, float]] | None = None
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        self.flush()
-        self.pending = (step, dict(metrics))
-
-    def flush(self, extra: dict[str, float] | None = None) -> None:
-        if self.pending is not None:
-            step, metrics = self.pending
-            self.sink.log(step, {**metrics, **(extra or {})})
-            self.pending = None
-
-    def close(self) -> None:
-        self.flush()
-        self.sink.close()
-
-
-def progress_bar(total: int) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-
-
-def summary(metrics: dict[str, float]) -> str:
-    """One short status line: pre/post returns and throughput."""
-    post = [k for k in metrics if k.startswith("meta/return_post_")]
-    parts = []
-    if "meta/return_pre" in metrics:
-        parts.append(f"pre {metrics['meta/return_pre']:.1f}")
-    if post:
-        last = max(post, key=lambda k: int(k.rsplit("_", 1)[1]))
-        parts.append(f"post {metrics[last]:.1f}")
-    if "val/return_post" in metrics:
-        parts.append(f"val {metrics['val/return_post']:.1f}")
-    if "perf/steps_per_s" in metrics:
-        parts.append(f"{metrics['perf/steps_per_s']:,.0f} steps/s")
-    return "  ".join(parts)
-
-
-def find_algorithm(name: str) -> Algorithm:
-    """The row for `name` in `ALGORITHMS` or the baselines' table (`metarl.baselines.BASELINES`)."""
-    from metarl.algos import ALGORITHMS
-    from metarl.baselines import BASELINES
-
-    table = {**ALGORITHMS, **BASELINES}
-    if name not in table:
-        raise RunDirError(f"unknown algorithm {name!r}; this metarl has {', '.join(table)}")
-    return table[name]
-
-
-@dataclass(frozen=True)
-class OpenedRun:
-    """A run directory read and checked: its config, family, a policy built from the config, one checkpoint."""
-
-    run_dir: Path
-    algo: str
-    algorithm: Algorithm
-    cfg: Any
-    spec: registry.FamilySpec
-    family: TaskFamily
-    policy: nn.Module
-    checkpoint: Path
-    payload: dict[str, Any]
-
-    @property
-    def params(self) -> Params:
-        return self.payload["state"]["params"]
-
-
-def open_run(run_dir: Path, checkpoint: str = "checkpoint.pt") -> OpenedRun:
-    """Read and check `run_dir` and its `checkpoint`; raises `RunDirError` (one line) on anything unusable."""
-    from metarl.config import config_from_dict
-
-    run_dir = Path(run_dir)
-    config, spec = read_run(run_dir)
-    algorithm = find_algorithm(config["algo"])
-    try:
-        cfg = config_from_dict(algorithm.config_type, config["config"])
-    except (TypeError, ValueError) as err:
-        raise RunDirError(f"{run_dir / 'config.json'} does not hold a valid {config['algo']} config: {err}") from None
-    if cfg.family != spec.id:
-        raise RunDirError(f"{run_dir}: config.json trains {cfg.family} but family.json is {spec.id}")
-    try:
-        family = registry.make(spec)
-    except ImportError as err:  # a user's family: its module must be importable
-        raise RunDirError(f"cannot build family {spec.id} of {run_dir} ({err}); import its module first") from None
-    policy = algorithm.build_policy(cfg, family)
-    path = run_dir / checkpoint
-    payload = load_checkpoint(path)
-    check_checkpoint(payload, path, config["algo"], spec, policy)
-    return OpenedRun(run_dir, config["algo"], algorithm, cfg, spec, family, policy, path, payload)
-
-
-def run(algo_name: str, cfg: Any, resume_dir: Path | None = None, quiet: bool = False) -> Path:
-    """Train `algo_name` with `cfg` in a new run directory, or continue `resume_dir` (then `cfg` must be the run's
-    own config, as `resume` reads it); returns the run directory."""
-    algo = find_algorithm(algo_name)
-    state: TrainState | None = None
-    best: dict[str, float] | None = None
-    if resume_dir is None:
-        try:  # fail early, before creating anything, if the family or its kwargs are wrong
-            spec = registry.spec(cfg.family).with_kwargs(**cfg.run.family_kwargs)
-            registry.make(spec)
-        except ValueError as err:  # e.g. low > high, a fractional horizon: bad input, not a bug
-            raise registry.FamilyKwargsError(f"invalid run.family_kwargs for {cfg.family}: {err}") from None
-        run_dir = new_run_dir(cfg.run.runs_dir, cfg.family, algo_name, cfg.run.seed)
-        write_run_files(run_dir, algo_name, cfg, spec)
-    else:  # everything is checked before anything in the run directory changes
-        opened = open_run(resume_dir)
-        run_dir, spec = opened.run_dir, opened.spec
-        state, best = state_from_checkpoint(opened.payload), opened.payload.get("best")
-        remove_stale_temp_files(run_dir)
-        _truncate_metrics(run_dir, state.iteration)
-    family = registry.make(spec)
-    policy = algo.build_policy(cfg, family)
-    validate = Validator(algo, cfg, family, policy) if _validates(algo, cfg) else None
-    sink = RunLogger(run_dir, tensorboard=cfg.run.tensorboard, hparams=flat_config(cfg),
-                     purge_step=None if state is None else state.iteration)
-    log = _PendingLog(sink)
-    checkpointer = Checkpointer(run_dir, algo_name, cfg, spec, policy, cfg.run.checkpoint_every, cfg.run.iterations,
-                                best)
-    start = 0 if state is None else state.iteration
-    with progress_bar(cfg.run.iterations) as bar:
-        task = bar.add_task(f"{algo_name} {cfg.family}", total=cfg.run.iterations, completed=start, status="",
-                            visible=not quiet)
-
-        def on_iteration(s: TrainState, metrics: dict[str, float]) -> None:
-            # not "and at the end": a run's metrics must not depend on its length (resume extends runs)
-            due = validate is not None and s.iteration % cfg.run.validate_every == 0
-            extra = validate(s.params) if validate is not None and due else {}
-            log.flush(extra)  # the record first: a kill after it but before the checkpoint only repeats work
-            checkpointer(s, {**metrics, **extra})
-            bar.update(task, completed=s.iteration, status=summary({**metrics, **extra}))
-
-        try:
-            final = algo.train(cfg, log, on_iteration, state)
-            if isinstance(final, TrainState) and checkpointer.saved_iteration != final.iteration:
-                checkpointer.save_last(final)  # e.g. --run.iterations 0: the initial policy (random-init baseline)
-        finally:
-            log.close()
-    return run_dir
-
-
-def _validates(algo: Algorithm, cfg: Any) -> bool:
-    return cfg.run.validate_every > 0 and algo.adaptation_returns is not None and algo.eval_step_sizes is not None
-
-
-def resume(run_dir: Path, algo_name: str | None = None, quiet: bool = False) -> Path:
-    """Continue the run in `run_dir` with its saved config (`metarl train ALGO --resume RUN_DIR`)."""
-    opened = open_run(run_dir)
-    if algo_name is not None and opened.algo != algo_name:
-        raise RunDirError(f"{run_dir} was trained with {opened.algo!r}, not {algo_name!r}")
-    return run(opened.algo, opened.cfg, resume_dir=Path(run_dir), quiet=quiet)
-
-
-def _truncate_metrics(run_dir: Path, iteration: int) -> None:
-    """Drop metrics of iterations after the checkpoint: the resumed run recomputes them identically."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by a kill mid-write: its iteration is recomputed
-            continue
-        if record["iteration"] < iteration:
-            kept.append(line)
-    atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())
-
-
-def timed() -> Callable[[], float]:
-    """A stopwatch: call it to get seconds since creation."""
-    start = time.perf_counter()
-    return lambda: time.perf_counter() - start
