@@ -299,15 +299,30 @@ def test_trpo_line_search_that_only_meets_nan_raises_for_the_guard() -> None:
     assert result.step_fraction == pytest.approx(cfg.ls_backtrack**2)  # 1 and 0.8 were NaN, 0.64 was taken
 
 
-def test_curvature_subsample_uses_every_nth_episode() -> None:
-    """The subsampled product is the exact product of the subsampled rollouts (and differs from the full one)."""
+def test_curvature_subsample_uses_every_nth_episode_at_the_full_batch_adaptation() -> None:
+    """The subsampled product averages the Hessians and the Fisher over every n-th episode, evaluated at θ′ adapted
+    on the *full* batch (`adapt` here, independently of `collect`): not at a θ′ adapted on the subsample, and not the
+    full product."""
     from metarl.algos.maml import subsample_episodes
+    from metarl.curvature import gauss_newton_kl_product
+    from metarl.policies import stack
 
     policy, params, rollouts, cfg = mlp_setup(tasks=2)
     v = torch.randn(flatten(params).shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    sub = replace(cfg, curvature_subsample=2)
-    ours = kl_curvature(policy, params, rollouts, sub)(v)
-    torch.testing.assert_close(ours, kl_curvature(policy, params, subsample_episodes(rollouts, 2), cfg)(v))
+    ours = kl_curvature(policy, params, rollouts, replace(cfg, curvature_subsample=2))(v)
+    half = subsample_episodes(rollouts, 2)
+
+    def product_at(pre: tuple) -> torch.Tensor:
+        path = [stack(params, 2)]  # θ_0..θ_k, each step adapted on `pre`
+        for j in range(len(pre)):
+            with torch.no_grad():
+                path.append({k: t.detach() for k, t in adapt(policy, params, pre[: j + 1],
+                                                             cfg.step_sizes[: j + 1]).items()})
+        return gauss_newton_kl_product(policy, path, half.pre, cfg.step_sizes, half.post, cfg.estimator,
+                                       cfg.dice_lambda, cfg.first_order)(v)
+
+    torch.testing.assert_close(ours, product_at(rollouts.pre), rtol=1e-10, atol=1e-14)
+    assert not torch.allclose(ours, product_at(half.pre))
     assert not torch.allclose(ours, kl_curvature(policy, params, rollouts, cfg)(v))
 
 

@@ -210,6 +210,7 @@ class MetaRollouts(NamedTuple):
         pre: k prepared batches; pre[j] was sampled with θ_j (θ_0 = θ) and drives inner step j.
         post: the prepared post-update batch, sampled with θ_k.
         old: the post-update policy's outputs at θ_old on post.obs (detached): the KL reference.
+        adapted: θ_1..θ_k at θ_old, stacked [T, ...] and detached: where TRPO's curvature is evaluated.
         score_weight: [T] formulation II's (V̂(θ′) − c)/H per task (zero unless estimator = "emaml").
         returns: mean undiscounted episode return per stage: [return with θ_0, ..., with θ_k] (floats).
     """
@@ -217,6 +218,7 @@ class MetaRollouts(NamedTuple):
     pre: tuple[TaskData, ...]
     post: TaskData
     old: PolicyOutput
+    adapted: tuple[Params, ...]
     score_weight: Tensor
     returns: tuple[float, ...]
 
@@ -233,6 +235,7 @@ def collect(
     E, H = cfg.episodes_per_task, sampler.family.horizon
     pre: list[TaskData] = []
     returns: list[float] = []
+    path: list[Params] = []
     adapted = params
     for lr in cfg.step_sizes:
         batch = sampler.sample(policy, adapted, tasks, E, generator)
@@ -242,13 +245,14 @@ def collect(
         with torch.no_grad():  # no graph needed while collecting; torch.func.grad still differentiates inside
             step = inner_step(policy, adapted, data, lr, cfg.estimator, cfg.dice_lambda, cfg.first_order)
         adapted = {k: v.detach() for k, v in step.items()}
+        path.append(adapted)
     batch = sampler.sample(policy, adapted, tasks, E, generator)
     post = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages)
     returns.append(float(batch.returns.mean()))
     with torch.no_grad():
         old = forward(policy, adapted, post.obs)
         old = PolicyOutput(old.mean.detach(), None if old.log_std is None else old.log_std.detach())
-    return MetaRollouts(tuple(pre), post, old, _score_weights(post, cfg, H), tuple(returns))
+    return MetaRollouts(tuple(pre), post, old, tuple(path), _score_weights(post, cfg, H), tuple(returns))
 
 
 def index_rollouts(rollouts: MetaRollouts, index: Tensor | slice) -> MetaRollouts:
@@ -261,13 +265,15 @@ def index_rollouts(rollouts: MetaRollouts, index: Tensor | slice) -> MetaRollout
         tuple(type(d)(*(f[index] for f in d)) for d in rollouts.pre),
         type(rollouts.post)(*(f[index] for f in rollouts.post)),
         PolicyOutput(old.mean[index], log_std),
+        tuple({k: v[index] for k, v in a.items()} for a in rollouts.adapted),
         rollouts.score_weight[index],
         rollouts.returns,
     )
 
 
 def subsample_episodes(rollouts: MetaRollouts, every: int) -> MetaRollouts:
-    """Every `every`-th episode of each task (the leading dims of every batch are [T, E])."""
+    """Every `every`-th episode of each task (the leading dims of every batch are [T, E]); the adapted parameters
+    stay those of the full batch."""
     def pick(data: TaskData) -> TaskData:
         return type(data)(*(f[:, ::every] for f in data))
 
@@ -309,15 +315,16 @@ def meta_objective(policy: nn.Module, params: Params, rollouts: MetaRollouts, cf
 def kl_curvature(
     policy: nn.Module, params: Params, rollouts: MetaRollouts, cfg: MAMLConfig
 ) -> Callable[[Tensor], Tensor]:
-    """v -> ∇²_θ KL·v at θ = `params` as the Gauss–Newton product JᵀFJ (metarl/curvature.py), on every
-    `cfg.curvature_subsample`-th episode."""
+    """v -> ∇²_θ KL·v at θ = `params` (where `rollouts` were collected) as the Gauss–Newton product JᵀFJ
+    (metarl/curvature.py), at the adapted parameters `collect` computed on the full batches.
+
+    With `cfg.curvature_subsample` n > 1 the Hessians and the Fisher average over every n-th episode only: a
+    cheaper estimate of the same matrix, taken at the same θ_1..θ_k (not at parameters adapted on the subsample,
+    whose noisier inner gradient would move the point where the Fisher is evaluated).
+    """
     if cfg.curvature_subsample > 1:
         rollouts = subsample_episodes(rollouts, cfg.curvature_subsample)
-    adapted = [per_task(policy, params, rollouts.post)]
-    with torch.no_grad():
-        for data, lr in zip(rollouts.pre, cfg.step_sizes, strict=True):
-            step = inner_step(policy, adapted[-1], data, lr, cfg.estimator, cfg.dice_lambda, first_order=True)
-            adapted.append({k: v.detach() for k, v in step.items()})
+    adapted = [per_task(policy, {k: v.detach() for k, v in params.items()}, rollouts.post), *rollouts.adapted]
     inner = "naive" if cfg.estimator == "emaml" else cfg.estimator
     return gauss_newton_kl_product(policy, adapted, rollouts.pre, cfg.step_sizes, rollouts.post, inner,
                                    cfg.dice_lambda, cfg.first_order)
