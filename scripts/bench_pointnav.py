@@ -38,14 +38,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def evaluate(cfg: MAMLConfig, params: dict, tasks: int, episodes: int, seed: int) -> tuple[float, float]:
-    """Mean return over `tasks` held-out tasks × `episodes` episodes before and after one step of size α."""
+def evaluate(cfg: MAMLConfig, params: dict, tasks: int, episodes: int, seed: int) -> dict[str, float]:
+    """Mean return over `tasks` held-out tasks × `episodes` episodes before and after one step of size α, each with
+    its standard error over tasks (how much another draw of held-out tasks would move it)."""
     family = metarl.make(cfg.family)
     policy = build_policy(cfg.policy, family, cfg.run.seed)
     generator = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
     held_out = family.sample_tasks(tasks, generator)
     returns = adaptation_returns(cfg, Sampler(family), policy, params, held_out, (cfg.inner_lr,), episodes, generator)
-    return float(returns[0].mean()), float(returns[1].mean())
+    per_task = returns.to(torch.float64).mean(-1)  # [2, tasks]
+    se = per_task.std(-1) / tasks**0.5
+    return {"return_pre": float(per_task[0].mean()), "return_post_1": float(per_task[1].mean()),
+            "return_pre_se": float(se[0]), "return_post_1_se": float(se[1])}
 
 
 def main() -> None:
@@ -92,8 +96,7 @@ def main() -> None:
         "load_average": os.getloadavg()[0],
     }
     if args.evaluate:
-        pre, post = evaluate(cfg, state.params, tasks=400, episodes=20, seed=args.seed)
-        result |= {"eval_tasks": 400, "return_pre": pre, "return_post_1": post,
+        result |= {"eval_tasks": 400, **evaluate(cfg, state.params, tasks=400, episodes=20, seed=args.seed),
                    "reference_port": [-39.8, -12.6], "reference_paper": [-40.4, -11.7]}
     print(json.dumps(result))
 
