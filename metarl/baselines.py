@@ -123,7 +123,7 @@ def joint_objective(policy: nn.Module, params: Params, data: Any, old: PolicyOut
     """TRPO's surrogate and KL averaged over tasks, for one shared policy on every task's batch ([T, E, H, ...]):
     the multi-task objective, with no adaptation inside."""
     out = forward(policy, params, data.obs)
-    return outer_objective(out, data).mean(), mean_kl(old, out, data.mask).mean()
+    return outer_objective(out, data).mean(), mean_kl(old, out, data.weight).mean()
 
 
 def multitask_train(cfg: MAMLConfig, logger: Logger | None = None, on_iteration: OnIteration | None = None,

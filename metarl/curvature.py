@@ -51,15 +51,17 @@ def fisher_product(policy: nn.Module, at: Params, post: TaskData) -> ParamsProdu
     π_old = π_at (TRPO evaluates it at θ_old).
 
     There ∇_out KL = 0, so the Hessian is exactly J_outᵀ M J_out with out = (μ, log σ) per state and M the
-    diagonal-Gaussian Fisher diag(1/σ², 2) averaged over valid states: a Jacobian-vector product and a
-    vector-Jacobian product of the network, no second derivatives of it (2.7× cheaper than double backward of the KL
-    on the 2-D navigation batch). J_out·u is the double-vjp trick: the vjp is linear in its cotangent, so
-    differentiating it with respect to that cotangent gives the forward-mode product, on one reusable graph.
+    diagonal-Gaussian Fisher diag(1/σ², 2) averaged over the states as the KL is (`post.weight`): a Jacobian-vector
+    product and a vector-Jacobian product of the network, no second derivatives of it (2.7× cheaper than double
+    backward of the KL on the 2-D navigation batch). J_out·u is the double-vjp trick: the vjp is linear in its
+    cotangent, so differentiating it with respect to that cotangent gives the forward-mode product, on one reusable
+    graph.
     """
     leaves = {k: v.detach().requires_grad_(True) for k, v in at.items()}
     out = forward(policy, leaves, post.obs)
     outputs = (out.mean, broadcast_log_std(out).expand_as(out.mean))  # both [T, E, H, act]
-    valid = post.mask / post.mask.sum((-2, -1), keepdim=True).clamp_min(1.0)  # mean over valid states: [T, E, H]
+    total = post.weight.sum((-2, -1), keepdim=True).clamp_min(torch.finfo(post.weight.dtype).tiny)
+    valid = post.weight / total  # the KL's average over states: [T, E, H]
     weights = (valid[..., None] * torch.exp(-2 * outputs[1].detach()), 2 * valid[..., None].expand_as(out.mean))
     cotangents = tuple(torch.zeros_like(o, requires_grad=True) for o in outputs)
     vjp_all = torch.autograd.grad(outputs, list(leaves.values()), cotangents, create_graph=True, allow_unused=True)

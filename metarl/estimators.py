@@ -31,7 +31,14 @@ from metarl.policies import (
     forward,
     gaussian_log_prob,
 )
-from metarl.returns import discounted_returns, discounted_total, fit_linear_baseline, gae, normalize_advantages
+from metarl.returns import (
+    discounted_returns,
+    discounted_total,
+    fit_linear_baseline,
+    gae,
+    normalize_advantages,
+    step_weights,
+)
 from metarl.sampler import Batch
 
 InnerEstimator = Literal["dice", "lvc", "naive"]
@@ -48,6 +55,7 @@ class TaskData(NamedTuple):
         adv: advantages (detached, zero at masked steps).
         mask: valid-step mask.
         value0: [T, E], discounted return Σ_t γ^t r_t of each episode (the score term's V̂).
+        weight: each step's weight in the batch averages (`metarl.returns.step_weights`), zero at masked steps.
     """
 
     obs: Tensor
@@ -56,6 +64,7 @@ class TaskData(NamedTuple):
     adv: Tensor
     mask: Tensor
     value0: Tensor
+    weight: Tensor
 
 
 def prepare(
@@ -64,6 +73,7 @@ def prepare(
     gae_lambda: float = 1.0,
     baseline: Literal["linear", "none"] = "linear",
     normalize: bool = True,
+    average: Literal["steps", "episodes"] = "steps",
 ) -> TaskData:
     """Advantages for a sampled batch: rllab's linear baseline refit per task, GAE, per-task normalisation.
 
@@ -73,6 +83,8 @@ def prepare(
         gae_lambda: GAE λ (MAML, pytorch-maml-rl: 1).
         baseline: "linear" (rllab's LinearFeatureBaseline, refit per task) or "none".
         normalize: standardise advantages per task.
+        average: how the batch averages weigh steps: "steps" (every step the same; unbiased) or "episodes" (every
+            episode the same, pytorch-maml-rl's weighting); `metarl.returns.step_weights`.
     """
     returns = discounted_returns(batch.rew, batch.mask, gamma)
     if baseline == "linear":
@@ -82,9 +94,11 @@ def prepare(
     else:
         raise ValueError(f"baseline must be 'linear' or 'none', got {baseline!r}")
     adv = gae(batch.rew, values, batch.mask, gamma, gae_lambda)
+    weight = step_weights(batch.mask, average)
     if normalize:
-        adv = normalize_advantages(adv, batch.mask)
-    return TaskData(batch.obs, batch.act, batch.logp, adv.detach(), batch.mask, discounted_total(batch.rew, gamma))
+        adv = normalize_advantages(adv, weight)
+    return TaskData(batch.obs, batch.act, batch.logp, adv.detach(), batch.mask, discounted_total(batch.rew, gamma),
+                    weight)
 
 
 # ----------------------------------------------------------------------------------------------- surrogates
@@ -93,23 +107,24 @@ def magic_box(x: Tensor) -> Tensor:
     return torch.exp(x - x.detach())
 
 
-def _per_step_mean(terms: Tensor) -> Tensor:
-    """[..., E, H] -> [...]. A fixed denominator E·H (not the valid-step count) keeps the estimate unbiased under
-    early termination."""
-    return terms.sum((-2, -1)) / (terms.shape[-2] * terms.shape[-1])
+def _weighted_sum(terms: Tensor, weight: Tensor) -> Tensor:
+    """Σ_{e,t} w·terms: [..., E, H] -> [...]. With `step_weights` "steps" this is the per-step average over E·H; a
+    fixed denominator (not the valid-step count) keeps the estimate unbiased under early termination."""
+    return (terms * weight).sum((-2, -1))
 
 
-def loaded_dice(logp: Tensor, adv: Tensor, lam: float = 1.0) -> Tensor:
+def loaded_dice(logp: Tensor, adv: Tensor, weight: Tensor, lam: float = 1.0) -> Tensor:
     """Loaded-DiCE surrogate Σ_t (⊠(w_t) − ⊠(w_t − log π_t))·A_t with w_t = λ w_{t−1} + log π_t (Farquhar et al.
     2019, eq. 5). λ = 1: unbiased derivatives of every order; λ = 0: LVC.
 
     Args:
         logp: [..., E, H] log π_θ(a_t|s_t) (zero at masked steps), differentiable.
         adv: [..., E, H] detached advantages.
+        weight: [..., E, H] step weights of the average (`metarl.returns.step_weights`).
         lam: λ ∈ [0, 1].
 
     Returns:
-        [...], the per-step average over E·H.
+        [...], the weighted average over the E·H steps.
     """
     if lam == 1.0:
         w = logp.cumsum(-1)
@@ -118,17 +133,17 @@ def loaded_dice(logp: Tensor, adv: Tensor, lam: float = 1.0) -> Tensor:
         t = torch.arange(H, device=logp.device)
         decay = torch.where(t[:, None] >= t[None, :], lam ** (t[:, None] - t[None, :]).clamp_min(0), 0.0)
         w = logp @ decay.to(logp.dtype).T
-    return _per_step_mean((magic_box(w) - magic_box(w - logp)) * adv)
+    return _weighted_sum((magic_box(w) - magic_box(w - logp)) * adv, weight)
 
 
-def lvc(logp: Tensor, logp_old: Tensor, adv: Tensor) -> Tensor:
-    """LVC (ProMP, Rothfuss et al. 2019): Σ_t π_θ/π_old·A_t, per-step average. Shapes as `loaded_dice`."""
-    return _per_step_mean(torch.exp(logp - logp_old) * adv)
+def lvc(logp: Tensor, logp_old: Tensor, adv: Tensor, weight: Tensor) -> Tensor:
+    """LVC (ProMP, Rothfuss et al. 2019): Σ_t π_θ/π_old·A_t, weighted average. Shapes as `loaded_dice`."""
+    return _weighted_sum(torch.exp(logp - logp_old) * adv, weight)
 
 
-def naive(logp: Tensor, adv: Tensor) -> Tensor:
-    """REINFORCE Σ_t log π_θ·A_t, per-step average: right gradient, wrong Hessian (kept for comparison)."""
-    return _per_step_mean(logp * adv)
+def naive(logp: Tensor, adv: Tensor, weight: Tensor) -> Tensor:
+    """REINFORCE Σ_t log π_θ·A_t, weighted average: right gradient, wrong Hessian (kept for comparison)."""
+    return _weighted_sum(logp * adv, weight)
 
 
 def inner_objective(
@@ -142,24 +157,26 @@ def inner_objective(
     task's data [E, H, ...] with shared params -> scalar."""
     logp = gaussian_log_prob(forward(policy, params, data.obs), data.act) * data.mask
     if estimator == "dice":
-        return loaded_dice(logp, data.adv, dice_lambda)
+        return loaded_dice(logp, data.adv, data.weight, dice_lambda)
     if estimator == "lvc":
-        return lvc(logp, data.logp_old * data.mask, data.adv)
+        return lvc(logp, data.logp_old * data.mask, data.adv, data.weight)
     if estimator == "naive":
-        return naive(logp, data.adv)
+        return naive(logp, data.adv, data.weight)
     raise ValueError(f"unknown inner estimator {estimator!r}; choose from dice, lvc, naive")
 
 
 def outer_objective(out: PolicyOutput, data: TaskData) -> Tensor:
-    """Post-update surrogate Σ π_θ′/π_old·A (TRPO's), per-step average over [..., E, H] -> [...]."""
+    """Post-update surrogate Σ π_θ′/π_old·A (TRPO's), weighted average over [..., E, H] -> [...]."""
     logp = gaussian_log_prob(out, data.act)
-    return _per_step_mean(torch.exp(logp - data.logp_old) * data.adv * data.mask)
+    return _weighted_sum(torch.exp(logp - data.logp_old) * data.adv * data.mask, data.weight)
 
 
-def mean_kl(old: PolicyOutput, new: PolicyOutput, mask: Tensor) -> Tensor:
-    """KL(π_old ‖ π_new) averaged over valid states: outputs [..., E, H, act], mask [..., E, H] -> [...]."""
-    kl = diag_gaussian_kl(_expand_std(old), _expand_std(new)) * mask
-    return kl.sum((-2, -1)) / mask.sum((-2, -1)).clamp_min(1.0)
+def mean_kl(old: PolicyOutput, new: PolicyOutput, weight: Tensor) -> Tensor:
+    """KL(π_old ‖ π_new) averaged over the states with weights `weight` [..., E, H] (normalised to sum to 1; the
+    valid-step mask gives the plain mean over valid states, `TaskData.weight` the batch's own average); outputs
+    [..., E, H, act] -> [...]."""
+    kl = diag_gaussian_kl(_expand_std(old), _expand_std(new)) * weight
+    return kl.sum((-2, -1)) / weight.sum((-2, -1)).clamp_min(torch.finfo(weight.dtype).tiny)
 
 
 def _expand_std(out: PolicyOutput) -> PolicyOutput:

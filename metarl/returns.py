@@ -103,19 +103,43 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float =
     return values.to(returns.dtype) * mask
 
 
-def normalize_advantages(adv: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """Standardise advantages per task over its valid steps (rllab `center_adv`, pytorch-maml-rl).
+def step_weights(mask: Tensor, average: str = "steps") -> Tensor:
+    """Each step's weight in a task's batch averages (surrogates, KL, advantage normalisation).
+
+    "steps": every step counts the same, w = 1/(E·H): a fixed denominator, so a surrogate Σ w·log π·A stays an
+    unbiased estimate of ∇V/H when episodes end early (rllab's per-step average). "episodes": every episode counts
+    the same and each averages over its own valid steps, w = 1/(E·L_e) (pytorch-maml-rl's `weighted_mean`): the steps
+    of short episodes weigh more, which depends on the actions, so the estimate is biased under early termination.
+
+    Args:
+        mask: [..., E, H] valid steps.
+        average: "steps" or "episodes".
+
+    Returns:
+        [..., E, H] weights, zero at masked steps.
+    """
+    E, H = mask.shape[-2:]
+    if average == "steps":
+        return mask / (E * H)
+    if average == "episodes":
+        return mask / (E * mask.sum(-1, keepdim=True).clamp_min(1.0))
+    raise ValueError(f"average must be 'steps' or 'episodes', got {average!r}")
+
+
+def normalize_advantages(adv: Tensor, weight: Tensor, eps: float = 1e-8) -> Tensor:
+    """Standardise advantages per task: zero weighted mean and unit weighted variance over its steps (rllab
+    `center_adv`, pytorch-maml-rl `weighted_normalize`).
 
     Args:
         adv: [T, ...] advantages.
-        mask: [T, ...] valid steps.
+        weight: [T, ...] step weights (`step_weights`; proportional to the valid-step mask for a plain mean).
         eps: added to the standard deviation.
 
     Returns:
-        [T, ...] with zero mean and unit variance over each task's valid steps, zero at masked steps.
+        [T, ...], zero where the weight is zero.
     """
     dims = tuple(range(1, adv.dim()))
-    count = mask.sum(dims, keepdim=True).clamp_min(1.0)
-    mean = (adv * mask).sum(dims, keepdim=True) / count
-    var = ((adv - mean).square() * mask).sum(dims, keepdim=True) / count
-    return (adv - mean) / (var.sqrt() + eps) * mask
+    w = weight / weight.sum(dims, keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny)
+    mean = (adv * w).sum(dims, keepdim=True)
+    var = ((adv - mean).square() * w).sum(dims, keepdim=True)
+    return (adv - mean) / (var.sqrt() + eps) * (weight > 0)

@@ -63,11 +63,14 @@ def main() -> None:
     parser.add_argument("--estimator", default="dice", choices=["dice", "emaml", "lvc", "naive"],
                         help="meta-gradient estimator (the port differentiates the naive surrogate)")
     parser.add_argument("--dice-lambda", type=float, default=1.0, help="Loaded-DiCE λ")
+    parser.add_argument("--average", default=None, choices=["steps", "episodes"],
+                        help="how batch averages weigh steps (default: the preset's)")
     args = parser.parse_args()
 
     cfg = apply_overrides(MAMLConfig(), {**PRESETS["pytorch-maml-rl-point"], "run.iterations": args.iterations,
                                          "run.seed": args.seed, "curvature_subsample": args.curvature_subsample,
-                                         "estimator": args.estimator, "dice_lambda": args.dice_lambda})
+                                         "estimator": args.estimator, "dice_lambda": args.dice_lambda,
+                                         **({} if args.average is None else {"average": args.average})})
     times: list[float] = []
     fractions: list[float] = []  # accepted line-search fraction: 0.8^i means i rejected candidates, each an objective
     last = [time.perf_counter()]
@@ -93,6 +96,7 @@ def main() -> None:
         "curvature_subsample": args.curvature_subsample,
         "estimator": args.estimator,
         "dice_lambda": args.dice_lambda,
+        "average": cfg.average,
         "load_average": os.getloadavg()[0],
     }
     if args.evaluate:

@@ -10,6 +10,7 @@ Per-step averages: metarl's surrogates average over E·H steps, so the inner gra
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -40,6 +41,7 @@ from metarl.algos.maml import (
 )
 from metarl.estimators import prepare
 from metarl.policies import params_of
+from metarl.returns import step_weights
 from metarl.sampler import Sampler
 from metarl.trpo import flatten, kl_hvp, unflatten
 
@@ -190,11 +192,11 @@ def test_two_step_jacobian_is_the_product(family: metarl.TaskFamily) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- D1, D2
-def mlp_setup(family_id: str = "PointNav-v0", tasks: int = 3) -> tuple:
+def mlp_setup(family_id: str = "PointNav-v0", tasks: int = 3, **overrides: object) -> tuple:
     family = metarl.make(family_id)
     policy = metarl.config.PolicyConfig(hidden=(8, 8), activation="tanh").build(family).double()
     params = params_of(policy)
-    cfg = MAMLConfig(family=family_id, meta_batch_size=tasks, episodes_per_task=4, inner_steps=2)
+    cfg = MAMLConfig(family=family_id, meta_batch_size=tasks, episodes_per_task=4, inner_steps=2, **overrides)
     gen = torch.Generator().manual_seed(5)
     rollouts = collect(Sampler(family), policy, params, family.sample_tasks(tasks, gen), cfg, gen)
     return policy, params, rollouts, cfg
@@ -311,6 +313,8 @@ def test_curvature_subsample_uses_every_nth_episode_at_the_full_batch_adaptation
     v = torch.randn(flatten(params).shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     ours = kl_curvature(policy, params, rollouts, replace(cfg, curvature_subsample=2))(v)
     half = subsample_episodes(rollouts, 2)
+    for data in (*half.pre, half.post):  # the averages are over the E/2 episodes kept
+        torch.testing.assert_close(data.weight, step_weights(data.mask, cfg.average))
 
     def product_at(pre: tuple) -> torch.Tensor:
         path = [stack(params, 2)]  # θ_0..θ_k, each step adapted on `pre`
@@ -326,12 +330,28 @@ def test_curvature_subsample_uses_every_nth_episode_at_the_full_batch_adaptation
     assert not torch.allclose(ours, kl_curvature(policy, params, rollouts, cfg)(v))
 
 
-def test_d2_gauss_newton_for_every_estimator_and_order() -> None:
-    """JᵀFJ equals double backward through the meta-objective at θ_old for each inner estimator and FOMAML."""
-    policy, params, rollouts, cfg = mlp_setup(tasks=2)
+@pytest.fixture
+def wide_goals() -> Iterator[str]:
+    """PointNav whose episodes often end early (goal tolerance 0.3), so that the two averages differ."""
+    wide = metarl.registry.spec("PointNav-v0").with_kwargs(goal_tolerance=0.3)
+    spec = metarl.registry.register(replace(wide, id="test/WideGoalNav-v0"))
+    yield spec.id
+    metarl.registry.unregister(spec.id)
+
+
+@pytest.mark.parametrize("average", ["steps", "episodes"])
+def test_d2_gauss_newton_for_every_estimator_and_order(wide_goals: str, average: str) -> None:
+    """JᵀFJ equals double backward through the meta-objective at θ_old for each inner estimator and FOMAML, with
+    either average (the Fisher must weigh states as the KL does); episodes here often end early."""
+    policy, params, rollouts, cfg = mlp_setup(wide_goals, tasks=2, average=average)
+    assert not bool(rollouts.post.mask.all())  # some episodes ended early, or the averages would coincide
     v = torch.randn(flatten(params).shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     for overrides in ({"estimator": "lvc"}, {"estimator": "naive"}, {"estimator": "emaml"}, {"first_order": True},
                       {"dice_lambda": 0.5}):
+        if average == "episodes" and overrides.get("estimator") == "emaml":
+            with pytest.raises(ValueError, match="emaml needs average steps"):
+                replace(cfg, **overrides)
+            continue
         c = replace(cfg, **overrides)
         theta = flatten(params).requires_grad_(True)
         _, kl = meta_objective(policy, unflatten(theta, params), rollouts, c)

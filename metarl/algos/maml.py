@@ -76,6 +76,9 @@ class MAMLConfig:
     """state-value baseline: rllab's linear feature baseline refit per task, or none (raw returns)"""
     normalize_advantages: bool = True
     """standardise advantages per task (rllab center_adv; the papers' step sizes assume it)"""
+    average: Literal["steps", "episodes"] = "steps"
+    """how a task's surrogates, KL and advantage normalisation weigh its steps: every step the same (unbiased) or
+    every episode the same over its own valid steps (pytorch-maml-rl; biased: short episodes weigh more)"""
     outer: Literal["trpo", "adam"] = "trpo"
     """outer optimiser"""
     trpo: TRPOConfig = field(default_factory=TRPOConfig)
@@ -108,6 +111,9 @@ class MAMLConfig:
              "curvature_subsample must be between 1 and episodes_per_task"),
             (self.curvature_subsample == 1 or self.kl_hvp == "gauss-newton",
              "curvature_subsample needs kl_hvp gauss-newton"),
+            (self.average in ("steps", "episodes"), "average must be 'steps' or 'episodes'"),
+            (self.average == "steps" or self.estimator != "emaml",
+             "estimator emaml needs average steps (its score term is derived for the per-step average)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -188,7 +194,7 @@ def adaptation_returns(
     for lr in step_sizes:
         batch = sampler.sample(policy, adapted, tasks, episodes, generator)
         returns.append(batch.returns)
-        data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages)
+        data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages, cfg.average)
         with torch.no_grad():
             step = inner_step(policy, adapted, data, lr, cfg.estimator, cfg.dice_lambda, first_order=True)
         adapted = {k: v.detach() for k, v in step.items()}
@@ -239,7 +245,7 @@ def collect(
     adapted = params
     for lr in cfg.step_sizes:
         batch = sampler.sample(policy, adapted, tasks, E, generator)
-        data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages)
+        data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages, cfg.average)
         pre.append(data)
         returns.append(float(batch.returns.mean()))
         with torch.no_grad():  # no graph needed while collecting; torch.func.grad still differentiates inside
@@ -247,7 +253,7 @@ def collect(
         adapted = {k: v.detach() for k, v in step.items()}
         path.append(adapted)
     batch = sampler.sample(policy, adapted, tasks, E, generator)
-    post = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages)
+    post = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages, cfg.average)
     returns.append(float(batch.returns.mean()))
     with torch.no_grad():
         old = forward(policy, adapted, post.obs)
@@ -275,7 +281,9 @@ def subsample_episodes(rollouts: MetaRollouts, every: int) -> MetaRollouts:
     """Every `every`-th episode of each task (the leading dims of every batch are [T, E]); the adapted parameters
     stay those of the full batch."""
     def pick(data: TaskData) -> TaskData:
-        return type(data)(*(f[:, ::every] for f in data))
+        picked = type(data)(*(f[:, ::every] for f in data))
+        # the weights were normalised over all E episodes: rescale so that each task's averages keep their scale
+        return picked._replace(weight=picked.weight * (data.weight.shape[1] / picked.weight.shape[1]))
 
     old = PolicyOutput(rollouts.old.mean[:, ::every], rollouts.old.log_std)
     return rollouts._replace(pre=tuple(pick(d) for d in rollouts.pre), post=pick(rollouts.post), old=old)
@@ -309,7 +317,7 @@ def meta_objective(policy: nn.Module, params: Params, rollouts: MetaRollouts, cf
     surrogate = surrogate + outer_objective(out, rollouts.post)
     if rollouts.old.log_std is None:
         return surrogate.mean(), torch.zeros((), dtype=surrogate.dtype)
-    return surrogate.mean(), mean_kl(rollouts.old, out, rollouts.post.mask).mean()
+    return surrogate.mean(), mean_kl(rollouts.old, out, rollouts.post.weight).mean()
 
 
 def kl_curvature(

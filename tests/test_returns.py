@@ -1,0 +1,106 @@
+"""Returns, GAE, the linear feature baseline, step weights and advantage normalisation against hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metarl.estimators import naive, outer_objective, prepare
+from metarl.policies import PolicyOutput
+from metarl.returns import (
+    discounted_returns,
+    discounted_total,
+    fit_linear_baseline,
+    gae,
+    linear_features,
+    normalize_advantages,
+    step_weights,
+)
+from metarl.sampler import Batch
+
+D = torch.float64
+# one task, two episodes, H = 3: the second ends after its first step
+REW = torch.tensor([[[1.0, 2.0, 4.0], [3.0, 0.0, 0.0]]], dtype=D)
+MASK = torch.tensor([[[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]], dtype=D)
+
+
+def test_discounted_returns_by_hand() -> None:
+    g = 0.5
+    expected = torch.tensor([[[1 + g * 2 + g * g * 4, 2 + g * 4, 4.0], [3.0, 0.0, 0.0]]], dtype=D)
+    torch.testing.assert_close(discounted_returns(REW, MASK, g), expected)
+    torch.testing.assert_close(discounted_total(REW, g), expected[..., 0])
+
+
+def test_gae_by_hand() -> None:
+    """λ = 1: returns minus values; λ = 0: one-step TD errors δ_t = r_t + γV(s_{t+1}) − V(s_t), with V = 0 after the
+    last valid step (no bootstrap past an episode's end)."""
+    g = 0.5
+    values = torch.tensor([[[1.0, 1.0, 1.0], [2.0, 7.0, 7.0]]], dtype=D)  # the 7s are past the end: ignored
+    torch.testing.assert_close(gae(REW, values, MASK, g, 1.0), (discounted_returns(REW, MASK, g) - values) * MASK)
+    td = torch.tensor([[[1 + g * 1 - 1, 2 + g * 1 - 1, 4 + 0 - 1], [3 + 0 - 2, 0.0, 0.0]]], dtype=D)
+    torch.testing.assert_close(gae(REW, values, MASK, g, 0.0), td)
+    lam = 0.5  # A_1 = δ_1 + γλ δ_2 + (γλ)² δ_3
+    first = td[0, 0, 0] + g * lam * td[0, 0, 1] + (g * lam) ** 2 * td[0, 0, 2]
+    torch.testing.assert_close(gae(REW, values, MASK, g, lam)[0, 0, 0], first)
+
+
+def test_linear_baseline_recovers_a_target_in_its_feature_span() -> None:
+    """Targets that are an exact linear function of rllab's features are fitted exactly (ridge 1e-5 aside), per task,
+    and masked steps neither enter the fit nor get a value."""
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.rand(2, 5, 100, 3, generator=gen, dtype=D)  # H = 100: t = step/100 spans [0, 1)
+    mask = torch.ones(2, 5, 100, dtype=D)
+    mask[:, 0, 60:] = 0.0
+    coef = torch.randn(2, 1, 1, 2 * 3 + 4, generator=gen, dtype=D)  # one linear function per task
+    target = (linear_features(obs) * coef).sum(-1) * mask
+    noise = torch.randn(target.shape, generator=gen, dtype=D) * (1 - mask) * 100  # junk past the ends
+    values = fit_linear_baseline(obs, target + noise, mask)
+    torch.testing.assert_close(values, target, rtol=1e-4, atol=1e-4)
+    assert torch.equal(values * (1 - mask), torch.zeros_like(values))
+
+
+def test_step_weights() -> None:
+    steps = step_weights(MASK, "steps")
+    torch.testing.assert_close(steps, MASK / 6)  # E·H = 6
+    episodes = step_weights(MASK, "episodes")
+    torch.testing.assert_close(episodes, torch.tensor([[[1 / 6, 1 / 6, 1 / 6], [1 / 2, 0.0, 0.0]]], dtype=D))
+    torch.testing.assert_close(episodes.sum((-2, -1)), torch.ones(1, dtype=D))  # each episode weighs 1/E
+    with pytest.raises(ValueError, match="average must be"):
+        step_weights(MASK, "tasks")
+
+
+def test_normalize_advantages_by_hand() -> None:
+    adv = torch.tensor([[[1.0, 2.0, 3.0], [6.0, 9.0, 9.0]]], dtype=D)  # the 9s are past the end
+    # every valid step the same: mean and std of (1, 2, 3, 6)
+    flat = torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=D)
+    mean, std = flat.mean(), flat.std(unbiased=False)
+    expected = ((adv - mean) / std) * MASK
+    torch.testing.assert_close(normalize_advantages(adv, step_weights(MASK, "steps")), expected)
+    # every episode the same (pytorch-maml-rl's weighted_normalize): mean of the episode means (2 and 6) = 4,
+    # variance = mean over episodes of each episode's mean squared deviation: ((9 + 4 + 1)/3 + 4) / 2
+    var = ((9 + 4 + 1) / 3 + 4) / 2
+    expected = ((adv - 4.0) / var**0.5) * MASK
+    torch.testing.assert_close(normalize_advantages(adv, step_weights(MASK, "episodes")), expected)
+
+
+def test_surrogates_average_steps_or_episodes() -> None:
+    """The weighted surrogates are the per-step average over E·H, or the mean over episodes of per-episode means."""
+    logp = torch.tensor([[[0.5, -1.0, 2.0], [4.0, 0.0, 0.0]]], dtype=D)
+    adv = torch.tensor([[[1.0, 2.0, 3.0], [-1.0, 0.0, 0.0]]], dtype=D)
+    terms = [0.5 * 1, -1.0 * 2, 2.0 * 3, 4.0 * -1]
+    torch.testing.assert_close(naive(logp, adv, step_weights(MASK, "steps")), torch.tensor([sum(terms) / 6], dtype=D))
+    per_episode = (sum(terms[:3]) / 3 + terms[3] / 1) / 2
+    torch.testing.assert_close(naive(logp, adv, step_weights(MASK, "episodes")), torch.tensor([per_episode], dtype=D))
+
+
+def test_prepare_uses_the_requested_average_everywhere() -> None:
+    """prepare's weights drive both the normalisation and the outer surrogate (its value at θ_old is Σ w·A)."""
+    obs = torch.zeros(1, 2, 3, 1, dtype=D)
+    batch = Batch(obs, torch.zeros(1, 2, 3, 1, dtype=D), REW, MASK.bool(), torch.zeros_like(REW), MASK, REW.sum(-1))
+    for average in ("steps", "episodes"):
+        data = prepare(batch, gamma=1.0, baseline="none", normalize=True, average=average)
+        torch.testing.assert_close(data.weight, step_weights(MASK, average))
+        out = PolicyOutput(torch.zeros(1, 2, 3, 1, dtype=D), torch.zeros(1, dtype=D))
+        torch.testing.assert_close(outer_objective(out, data), (data.adv * data.weight).sum((-2, -1)))
+        w = data.weight / data.weight.sum()
+        torch.testing.assert_close((data.adv * w).sum(), torch.zeros((), dtype=D), atol=1e-12, rtol=0)
