@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from metarl.estimators import TaskData, inner_objective
 from metarl.policies import Params, broadcast_log_std, forward
+from metarl.returns import normalized_weights
 
 ParamsProduct = Callable[[Params], Params]
 """A linear map on stacked per-task params [T, ...] -> [T, ...]."""
@@ -60,8 +61,7 @@ def fisher_product(policy: nn.Module, at: Params, post: TaskData) -> ParamsProdu
     leaves = {k: v.detach().requires_grad_(True) for k, v in at.items()}
     out = forward(policy, leaves, post.obs)
     outputs = (out.mean, broadcast_log_std(out).expand_as(out.mean))  # both [T, E, H, act]
-    total = post.weight.sum((-2, -1), keepdim=True).clamp_min(torch.finfo(post.weight.dtype).tiny)
-    valid = post.weight / total  # the KL's average over states: [T, E, H]
+    valid = normalized_weights(post.weight)  # the KL's average over states (as `mean_kl`): [T, E, H]
     weights = (valid[..., None] * torch.exp(-2 * outputs[1].detach()), 2 * valid[..., None].expand_as(out.mean))
     cotangents = tuple(torch.zeros_like(o, requires_grad=True) for o in outputs)
     vjp_all = torch.autograd.grad(outputs, list(leaves.values()), cotangents, create_graph=True, allow_unused=True)

@@ -37,6 +37,7 @@ from metarl.returns import (
     fit_linear_baseline,
     gae,
     normalize_advantages,
+    normalized_weights,
     step_weights,
 )
 from metarl.sampler import Batch
@@ -175,8 +176,8 @@ def mean_kl(old: PolicyOutput, new: PolicyOutput, weight: Tensor) -> Tensor:
     """KL(π_old ‖ π_new) averaged over the states with weights `weight` [..., E, H] (normalised to sum to 1; the
     valid-step mask gives the plain mean over valid states, `TaskData.weight` the batch's own average); outputs
     [..., E, H, act] -> [...]."""
-    kl = diag_gaussian_kl(_expand_std(old), _expand_std(new)) * weight
-    return kl.sum((-2, -1)) / weight.sum((-2, -1)).clamp_min(torch.finfo(weight.dtype).tiny)
+    kl = diag_gaussian_kl(_expand_std(old), _expand_std(new))
+    return (kl * normalized_weights(weight)).sum((-2, -1))
 
 
 def _expand_std(out: PolicyOutput) -> PolicyOutput:

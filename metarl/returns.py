@@ -126,6 +126,12 @@ def step_weights(mask: Tensor, average: str = "steps") -> Tensor:
     raise ValueError(f"average must be 'steps' or 'episodes', got {average!r}")
 
 
+def normalized_weights(weight: Tensor, dims: tuple[int, ...] = (-2, -1)) -> Tensor:
+    """`weight` scaled to sum to 1 over `dims`: the weights of a weighted mean (the valid-step mask gives the plain
+    mean over valid steps). One place, so that the KL and its Fisher average over states the same way."""
+    return weight / weight.sum(dims, keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny)
+
+
 def normalize_advantages(adv: Tensor, weight: Tensor, eps: float = 1e-8) -> Tensor:
     """Standardise advantages per task: zero weighted mean and unit weighted variance over its steps (rllab
     `center_adv`, pytorch-maml-rl `weighted_normalize`).
@@ -139,7 +145,7 @@ def normalize_advantages(adv: Tensor, weight: Tensor, eps: float = 1e-8) -> Tens
         [T, ...], zero where the weight is zero.
     """
     dims = tuple(range(1, adv.dim()))
-    w = weight / weight.sum(dims, keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny)
+    w = normalized_weights(weight, dims)
     mean = (adv * w).sum(dims, keepdim=True)
     var = ((adv - mean).square() * w).sum(dims, keepdim=True)
     return (adv - mean) / (var.sqrt() + eps) * (weight > 0)
