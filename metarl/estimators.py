@@ -132,8 +132,9 @@ def loaded_dice(logp: Tensor, adv: Tensor, weight: Tensor, lam: float = 1.0) -> 
     else:  # w_t = Σ_{t'≤t} λ^{t−t'} log π_{t'}: a discounted cumsum as one matmul (no in-place ops for torch.func)
         H = logp.shape[-1]
         t = torch.arange(H, device=logp.device)
-        decay = torch.where(t[:, None] >= t[None, :], lam ** (t[:, None] - t[None, :]).clamp_min(0), 0.0)
-        w = logp @ decay.to(logp.dtype).T
+        lag = (t[:, None] - t[None, :]).clamp_min(0).to(logp.dtype)  # in logp's dtype: λ^lag in float32 would
+        decay = torch.where(t[:, None] >= t[None, :], lam**lag, 0.0)  # cost a float64 policy 1e-8 of precision
+        w = logp @ decay.T
     return _weighted_sum((magic_box(w) - magic_box(w - logp)) * adv, weight)
 
 

@@ -8,8 +8,10 @@ backward (pytorch-maml-rl, garage); at θ_old it equals the Gauss–Newton form 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -93,6 +95,62 @@ class TRPOResult:
     step_fraction: float
     """accepted fraction of the full natural-gradient step (0: every line-search step was rejected)"""
     grad_norm: float
+    kl_predicted: float = 0.0
+    """the quadratic model's KL ½ sᵀHs of the accepted step (max_kl·fraction² unless CG returned a null step): it
+    should be close to `kl`, or the curvature does not describe the KL the line search measures"""
+    gradient_s: float = 0.0
+    """seconds spent on the surrogate's value and gradient"""
+    cg_s: float = 0.0
+    """seconds spent in conjugate gradient (the curvature products)"""
+    line_search_s: float = 0.0
+    """seconds spent evaluating line-search candidates"""
+    line_search_evals: int = 0
+    """candidates evaluated"""
+
+
+class TrustRegionProblem(Protocol):
+    """What a TRPO step needs of its objective at θ_old (MAML's fused meta-objective implements it directly;
+    `ObjectiveProblem` builds it with autograd from any `objective(params) -> (surrogate, kl)`)."""
+
+    def value_and_gradient(self) -> tuple[Tensor, Tensor]:
+        """(surrogate, flat gradient [P]) at θ_old."""
+        ...
+
+    def curvature(self, v: Tensor) -> Tensor:
+        """The undamped KL Hessian at θ_old times v [P]."""
+        ...
+
+    def evaluate(self, theta: Params) -> tuple[Tensor, Tensor]:
+        """(surrogate, KL) at candidate params, values only."""
+        ...
+
+
+class ObjectiveProblem:
+    """A `TrustRegionProblem` from an objective by autograd: the gradient by backward, the curvature by `curvature`
+    if given, else double backward through the objective's KL (pytorch-maml-rl, garage)."""
+
+    def __init__(self, objective: Objective, params: Params,
+                 curvature: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.objective, self.params, self._curvature = objective, params, curvature
+        self._hvp: Callable[[Tensor], Tensor] | None = None
+
+    def value_and_gradient(self) -> tuple[Tensor, Tensor]:
+        theta = flatten(self.params).detach().requires_grad_(True)
+        surr, kl = self.objective(unflatten(theta, self.params))
+        (grad,) = torch.autograd.grad(surr, theta, retain_graph=self._curvature is None)
+        if self._curvature is None:
+            self._hvp = kl_hvp(kl, theta, 0.0)
+        return surr.detach(), grad
+
+    def curvature(self, v: Tensor) -> Tensor:
+        if self._curvature is not None:
+            return self._curvature(v)
+        assert self._hvp is not None, "value_and_gradient builds the KL graph first"
+        return self._hvp(v)
+
+    def evaluate(self, theta: Params) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():  # torch.func transforms inside still differentiate the inner steps
+            return self.objective(theta)
 
 
 def kl_hvp(kl: Tensor, theta: Tensor, damping: float) -> Callable[[Tensor], Tensor]:
@@ -107,48 +165,55 @@ def kl_hvp(kl: Tensor, theta: Tensor, damping: float) -> Callable[[Tensor], Tens
 
 
 def trpo_step(
-    objective: Objective,
+    problem: TrustRegionProblem | Objective,
     params: Params,
     cfg: TRPOConfig,
     curvature: Callable[[Tensor], Tensor] | None = None,
 ) -> TRPOResult:
-    """One TRPO update of `params` on `objective`.
+    """One TRPO update of `params` (θ_old).
 
-    The step direction comes from CG on the KL Hessian at θ_old: `curvature` (v -> ∇²KL·v at θ_old, undamped) if
-    given, else double backward through `objective`'s KL. The line search then tries θ_old + βⁱ·step for
+    `problem` is a `TrustRegionProblem`, or an objective `params -> (surrogate, kl)` differentiated by autograd
+    (with `curvature`, v -> ∇²KL·v at θ_old, undamped, if given; else double backward through its KL). The step
+    direction comes from CG on the damped KL Hessian; the line search then tries θ_old + βⁱ·step for
     i = 0..ls_steps−1 and accepts the first with KL ≤ max_kl and a positive surrogate improvement.
 
     Raises:
-        FloatingPointError: the meta-gradient, or every line-search candidate's surrogate or KL, is non-finite.
+        FloatingPointError: the gradient, or every line-search candidate's surrogate or KL, is non-finite.
     """
-    theta = flatten(params).detach().requires_grad_(True)
-    surr, kl = objective(unflatten(theta, params))
-    (grad,) = torch.autograd.grad(surr, theta, retain_graph=True)
+    if not hasattr(problem, "value_and_gradient"):
+        problem = ObjectiveProblem(problem, params, curvature=curvature)  # type: ignore[arg-type]
+    clock = time.perf_counter()
+    surr, grad = problem.value_and_gradient()  # type: ignore[union-attr]
+    gradient_s = time.perf_counter() - clock
     if not bool(torch.isfinite(grad).all()):
         raise FloatingPointError("non-finite meta-gradient")
-    if curvature is None:
-        hvp = kl_hvp(kl, theta, cfg.cg_damping)
-    else:
-        hvp = lambda v: curvature(v) + cfg.cg_damping * v  # noqa: E731
-    direction, h_direction = conjugate_gradient(hvp, grad, cfg.cg_iters)
+    clock = time.perf_counter()
+    direction, h_direction = conjugate_gradient(
+        lambda v: problem.curvature(v) + cfg.cg_damping * v, grad, cfg.cg_iters)  # type: ignore[union-attr]
+    cg_s = time.perf_counter() - clock
     # the largest step along s = H⁻¹g whose quadratic KL model ½ sᵀHs·β² reaches max_kl
     shs = 0.5 * (direction @ h_direction).detach()
-    full_step = direction.detach() * torch.sqrt(cfg.max_kl / shs.clamp_min(1e-12))
-    theta_old = theta.detach()
-    surr_old = float(surr.detach())
+    scale = torch.sqrt(cfg.max_kl / shs.clamp_min(1e-12))
+    full_step = direction.detach() * scale
+    kl_full = float(shs * scale.square())
+    theta_old = flatten(params).detach()
+    surr_old = float(surr)
     nonfinite = 0
+    clock = time.perf_counter()
+    timing = {"gradient_s": gradient_s, "cg_s": cg_s}
     for i in range(cfg.ls_steps):
         fraction = cfg.ls_backtrack**i
         candidate = unflatten(theta_old + fraction * full_step, params)
-        with torch.no_grad():  # torch.func transforms inside still differentiate the inner steps
-            surr_new, kl_new = objective(candidate)
+        surr_new, kl_new = problem.evaluate(candidate)  # type: ignore[union-attr]
         if not (bool(torch.isfinite(surr_new)) and bool(torch.isfinite(kl_new))):
             nonfinite += 1  # a NaN KL would also fail `<= max_kl`; counted so that it can be reported
             continue
         if float(kl_new) <= cfg.max_kl and float(surr_new) > surr_old:
             return TRPOResult({k: v.detach().clone() for k, v in candidate.items()}, surr_old, float(surr_new),
-                              float(kl_new), fraction, float(grad.norm()))
+                              float(kl_new), fraction, float(grad.norm()), kl_full * fraction**2,
+                              line_search_s=time.perf_counter() - clock, line_search_evals=i + 1, **timing)
     if nonfinite == cfg.ls_steps:  # not an ordinary rejected step: the training loop's non-finite guard counts it
         raise FloatingPointError(f"all {nonfinite} line-search candidates gave a non-finite surrogate or KL")
     return TRPOResult({k: v.detach().clone() for k, v in params.items()}, surr_old, surr_old, 0.0, 0.0,
-                      float(grad.norm()))
+                      float(grad.norm()), 0.0, line_search_s=time.perf_counter() - clock,
+                      line_search_evals=cfg.ls_steps, **timing)

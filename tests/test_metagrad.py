@@ -38,6 +38,7 @@ from metarl.algos.maml import (
     kl_curvature,
     meta_gradient,
     meta_objective,
+    trust_region_problem,
 )
 from metarl.estimators import prepare
 from metarl.policies import params_of
@@ -232,13 +233,17 @@ def test_d1_batched_tasks_equal_python_loop() -> None:
 
 
 def test_d2_trpo_hvp_equals_gauss_newton() -> None:
-    """At θ_old, ∇²_θ KL(π_old ‖ π_θ′(θ)) = Jᵀ F J with J = dθ′/dθ and F the KL Hessian in θ′ (metagrad.md §2.2)."""
+    """At θ_old, ∇²_θ KL(π_old ‖ π_θ′(θ)) = Jᵀ F J with J = dθ′/dθ and F the KL Hessian in θ′ (metagrad.md §2.2).
+
+    θ′(θ) is the map the line search evaluates: for the default "dice" that is the naive step in value (the magic
+    boxes are 1), so J is the naive step's Jacobian (`curvature.metric_estimator`), not DiCE's estimator of E[J]."""
     from metarl.estimators import mean_kl
     from metarl.policies import PolicyOutput, forward
 
     policy, params, rollouts, cfg = mlp_setup(tasks=2)
+    metric = replace(cfg, estimator="naive")
     theta = flatten(params).requires_grad_(True)
-    _, kl = meta_objective(policy, unflatten(theta, params), rollouts, cfg)
+    _, kl = meta_objective(policy, unflatten(theta, params), rollouts, metric)
     v = torch.randn(theta.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ours = kl_hvp(kl, theta, damping=0.0)(v)
 
@@ -250,7 +255,7 @@ def test_d2_trpo_hvp_equals_gauss_newton() -> None:
         old = PolicyOutput(rollouts.old.mean[t], rollouts.old.log_std[t])
 
         def adapted_flat(th: torch.Tensor, pre: tuple = pre) -> torch.Tensor:
-            return flatten(adapt(policy, unflatten(th, params), pre, cfg.step_sizes))
+            return flatten(adapt(policy, unflatten(th, params), pre, cfg.step_sizes, "naive"))
 
         def kl_of(phi: torch.Tensor, post: object = post, old: PolicyOutput = old) -> torch.Tensor:
             return mean_kl(old, forward(policy, unflatten(phi, params), post.obs), post.mask)  # type: ignore[attr-defined]
@@ -259,8 +264,26 @@ def test_d2_trpo_hvp_equals_gauss_newton() -> None:
         fisher = torch.func.hessian(kl_of)(adapted_flat(theta.detach()))
         reference += jac.T @ fisher @ jac @ v / T
     torch.testing.assert_close(ours, reference, rtol=1e-8, atol=1e-12)
-    gauss_newton = kl_curvature(policy, params, rollouts, cfg)(v)  # what TRPO uses by default
-    torch.testing.assert_close(gauss_newton, reference, rtol=1e-8, atol=1e-12)
+    for derivatives in ("autograd", "fused"):  # what TRPO uses by default (dice), either way it is computed
+        product = trust_region_problem(policy, params, rollouts, replace(cfg, derivatives=derivatives)).curvature
+        torch.testing.assert_close(product(v), reference, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"estimator": "lvc"}, {"estimator": "naive"}, {"estimator": "emaml"},
+                                       {"dice_lambda": 0.5}, {"first_order": True}])
+def test_curvature_predicts_the_kl_the_line_search_measures(overrides: dict) -> None:
+    """For every estimator, ½ε²·vᵀHv from TRPO's curvature matches KL(θ_old + εv) as the line search evaluates it
+    (`meta_objective`'s value) up to O(ε³): the quadratic model and the measured KL agree (issue 16). FOMAML's metric
+    is first order by design (J = I, no inner Hessians): its model is off by O(α), here a few per cent."""
+    policy, params, rollouts, cfg = mlp_setup(tasks=2, **overrides)
+    v = torch.randn(flatten(params).shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    v = v / v.norm()
+    quadratic = 0.5 * float(v @ trust_region_problem(policy, params, rollouts, cfg).curvature(v))
+    for eps in (1e-3, 1e-4):
+        with torch.no_grad():
+            _, kl = meta_objective(policy, unflatten(flatten(params) + eps * v, params), rollouts, cfg)
+        tolerance = 0.1 if overrides.get("first_order") else 50 * eps
+        assert float(kl) / eps**2 == pytest.approx(quadratic, rel=tolerance), (eps, overrides)
 
 
 def test_conjugate_gradient_solves_and_returns_the_product() -> None:
@@ -306,7 +329,7 @@ def test_curvature_subsample_uses_every_nth_episode_at_the_full_batch_adaptation
     on the *full* batch (`adapt` here, independently of `collect`): not at a θ′ adapted on the subsample, and not the
     full product."""
     from metarl.algos.maml import subsample_episodes
-    from metarl.curvature import gauss_newton_kl_product
+    from metarl.curvature import gauss_newton_kl_product, metric_estimator
     from metarl.policies import stack
 
     policy, params, rollouts, cfg = mlp_setup(tasks=2)
@@ -322,8 +345,8 @@ def test_curvature_subsample_uses_every_nth_episode_at_the_full_batch_adaptation
             with torch.no_grad():
                 path.append({k: t.detach() for k, t in adapt(policy, params, pre[: j + 1],
                                                              cfg.step_sizes[: j + 1]).items()})
-        return gauss_newton_kl_product(policy, path, half.pre, cfg.step_sizes, half.post, cfg.estimator,
-                                       cfg.dice_lambda, cfg.first_order)(v)
+        return gauss_newton_kl_product(policy, path, half.pre, cfg.step_sizes, half.post,
+                                       metric_estimator(cfg.estimator), cfg.dice_lambda, cfg.first_order)(v)
 
     torch.testing.assert_close(ours, product_at(rollouts.pre), rtol=1e-10, atol=1e-14)
     assert not torch.allclose(ours, product_at(half.pre))
@@ -342,7 +365,10 @@ def wide_goals() -> Iterator[str]:
 @pytest.mark.parametrize("average", ["steps", "episodes"])
 def test_d2_gauss_newton_for_every_estimator_and_order(wide_goals: str, average: str) -> None:
     """JᵀFJ equals double backward through the meta-objective at θ_old for each inner estimator and FOMAML, with
-    either average (the Fisher must weigh states as the KL does); episodes here often end early."""
+    either average (the Fisher must weigh states as the KL does); episodes here often end early. J is that of the map
+    the line search evaluates (`metric_estimator`: the naive step for dice and emaml)."""
+    from metarl.curvature import metric_estimator
+
     policy, params, rollouts, cfg = mlp_setup(wide_goals, tasks=2, average=average)
     assert not bool(rollouts.post.mask.all())  # some episodes ended early, or the averages would coincide
     v = torch.randn(flatten(params).shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -354,7 +380,8 @@ def test_d2_gauss_newton_for_every_estimator_and_order(wide_goals: str, average:
             continue
         c = replace(cfg, **overrides)
         theta = flatten(params).requires_grad_(True)
-        _, kl = meta_objective(policy, unflatten(theta, params), rollouts, c)
+        _, kl = meta_objective(policy, unflatten(theta, params), rollouts, replace(c, estimator=metric_estimator(
+            c.estimator)))
         torch.testing.assert_close(kl_curvature(policy, params, rollouts, c)(v), kl_hvp(kl, theta, 0.0)(v),
                                    rtol=1e-8, atol=1e-12, msg=str(overrides))
 
