@@ -1,13 +1,16 @@
 """TRPO as functions (Schulman et al. 2015, Appendix C): conjugate gradient on KL Hessian-vector products, then a
 backtracking line search that checks the KL constraint and the surrogate improvement.
 
-It works on any objective `fn(params) -> (surrogate, kl)`; MAML passes its meta-objective, whose KL is measured on
-the post-adaptation policies and so is differentiated *through* the inner adaptation. The HVP is exact double
-backward (pytorch-maml-rl, garage); at θ_old it equals the Gauss–Newton form JᵀFJ (tested), because ∂KL/∂θ′ = 0 there.
+A step needs three things of its objective at θ_old (`TrustRegionProblem`): the surrogate's value and gradient, the
+KL Hessian's products, and values of (surrogate, KL) at line-search candidates. MAML's meta-objective provides them
+by hand-derived products for the built-in MLPs (metarl/meta_products.py), any other objective through autograd
+(`ObjectiveProblem`: double backward through the KL as pytorch-maml-rl and garage, or a given curvature such as
+MAML's Gauss–Newton JᵀFJ, equal at θ_old because ∂KL/∂θ′ = 0 there).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,8 +79,16 @@ class TRPOConfig:
     """backtracking line-search steps"""
     ls_backtrack: float = 0.8
     """step shrink factor per line-search step"""
+    kl_rescale: bool = False
+    """before backtracking, scale the natural-gradient step so that the KL *measured* there equals max_kl (one more
+    objective evaluation; the KL is quadratic in the step length to second order): the curvature then sets only the
+    direction. It corrects the step length of an approximate curvature (MAML's curvature_subsample, whose noisier
+    Jacobian overestimates JᵀFJ); an exact curvature predicts the KL already"""
 
     def __post_init__(self) -> None:
+        for name in ("max_kl", "cg_damping", "ls_backtrack"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"trpo.{name} must be finite, got {getattr(self, name)}")
         if self.max_kl <= 0 or self.cg_iters < 1 or self.cg_damping < 0 or self.ls_steps < 1:
             raise ValueError("TRPO needs max_kl > 0, cg_iters >= 1, cg_damping >= 0, ls_steps >= 1")
         if not 0 < self.ls_backtrack < 1:
@@ -96,8 +107,8 @@ class TRPOResult:
     """accepted fraction of the full natural-gradient step (0: every line-search step was rejected)"""
     grad_norm: float
     kl_predicted: float = 0.0
-    """the quadratic model's KL ½ sᵀHs of the accepted step (max_kl·fraction² unless CG returned a null step): it
-    should be close to `kl`, or the curvature does not describe the KL the line search measures"""
+    """the quadratic model's KL ½ sᵀHs of the accepted step (max_kl·fraction² unless CG returned a null step or
+    `kl_rescale` moved the step): close to `kl` when the curvature describes the KL the line search measures"""
     gradient_s: float = 0.0
     """seconds spent on the surrogate's value and gradient"""
     cg_s: float = 0.0
@@ -201,6 +212,13 @@ def trpo_step(
     nonfinite = 0
     clock = time.perf_counter()
     timing = {"gradient_s": gradient_s, "cg_s": cg_s}
+    probes = 0
+    if cfg.kl_rescale:
+        _, kl_probe = problem.evaluate(unflatten(theta_old + full_step, params))  # type: ignore[union-attr]
+        probes = 1
+        if bool(torch.isfinite(kl_probe)) and float(kl_probe) > 0:
+            factor = math.sqrt(cfg.max_kl / float(kl_probe))
+            full_step, kl_full = full_step * factor, kl_full * factor**2
     for i in range(cfg.ls_steps):
         fraction = cfg.ls_backtrack**i
         candidate = unflatten(theta_old + fraction * full_step, params)
@@ -211,9 +229,9 @@ def trpo_step(
         if float(kl_new) <= cfg.max_kl and float(surr_new) > surr_old:
             return TRPOResult({k: v.detach().clone() for k, v in candidate.items()}, surr_old, float(surr_new),
                               float(kl_new), fraction, float(grad.norm()), kl_full * fraction**2,
-                              line_search_s=time.perf_counter() - clock, line_search_evals=i + 1, **timing)
+                              line_search_s=time.perf_counter() - clock, line_search_evals=probes + i + 1, **timing)
     if nonfinite == cfg.ls_steps:  # not an ordinary rejected step: the training loop's non-finite guard counts it
         raise FloatingPointError(f"all {nonfinite} line-search candidates gave a non-finite surrogate or KL")
     return TRPOResult({k: v.detach().clone() for k, v in params.items()}, surr_old, surr_old, 0.0, 0.0,
                       float(grad.norm()), 0.0, line_search_s=time.perf_counter() - clock,
-                      line_search_evals=cfg.ls_steps, **timing)
+                      line_search_evals=probes + cfg.ls_steps, **timing)

@@ -324,6 +324,31 @@ def test_trpo_line_search_that_only_meets_nan_raises_for_the_guard() -> None:
     assert result.step_fraction == pytest.approx(cfg.ls_backtrack**2)  # 1 and 0.8 were NaN, 0.64 was taken
 
 
+@pytest.mark.parametrize("kl_rescale", [False, True])
+def test_trpo_kl_rescale_corrects_an_overestimated_curvature(kl_rescale: bool) -> None:
+    """A quadratic KL ½‖d‖² with a curvature that claims 10·I: the plain step lands at max_kl/10; with kl_rescale
+    the measured KL at the accepted step is max_kl (the curvature only sets the direction)."""
+    from metarl.trpo import TRPOConfig, trpo_step
+
+    start = {"w": torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)}
+
+    def objective(p: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        d = p["w"] - start["w"]
+        return p["w"] @ torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64) - 0.01 * d.square().sum(), \
+            0.5 * d.square().sum()
+
+    cfg = TRPOConfig(max_kl=0.01, cg_damping=0.0, kl_rescale=kl_rescale)
+    result = trpo_step(objective, start, cfg, curvature=lambda v: 10 * v)
+    if kl_rescale:  # exactly at the boundary: KL ≤ max_kl may fail by rounding, and then the next fraction is taken
+        assert result.step_fraction in (1.0, cfg.ls_backtrack)
+        assert result.kl == pytest.approx(cfg.max_kl * result.step_fraction**2, rel=1e-9)
+        assert result.line_search_evals == 1 + (1 if result.step_fraction == 1.0 else 2)  # the probe + candidates
+    else:
+        assert (result.step_fraction, result.line_search_evals) == (1.0, 1)
+        assert result.kl == pytest.approx(cfg.max_kl / 10, rel=1e-9)
+    assert result.kl_predicted == pytest.approx(10 * result.kl, rel=1e-9)  # the model's (wrong) prediction
+
+
 def test_curvature_subsample_uses_every_nth_episode_at_the_full_batch_adaptation() -> None:
     """The subsampled product averages the Hessians and the Fisher over every n-th episode, evaluated at θ′ adapted
     on the *full* batch (`adapt` here, independently of `collect`): not at a θ′ adapted on the subsample, and not the
