@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,8 +180,27 @@ def progress_bar(total: int) -> Progress:
     )
 
 
+class PlainProgress:
+    """Progress where no terminal shows rich's bar (a log file, CI, nohup): one plain line per iteration, at most
+    every `every` seconds (and for the last iteration), with returns, sample/update seconds, end-to-end steps/s, ETA."""
+
+    def __init__(self, name: str, start: int, total: int, every: float = 10.0) -> None:
+        self.name, self.start, self.total, self.every = name, start, total, every
+        self.clock = self.last = time.monotonic()
+
+    def __call__(self, iteration: int, metrics: dict[str, float]) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every and self.start + 1 < iteration < self.total:
+            return
+        self.last = now
+        done = iteration - self.start
+        eta = (now - self.clock) / max(done, 1) * (self.total - iteration)
+        print(f"{self.name} {iteration}/{self.total}  {summary(metrics)}  ETA {timedelta(seconds=round(eta))}",
+              flush=True)
+
+
 def summary(metrics: dict[str, float]) -> str:
-    """One short status line: pre/post returns and throughput."""
+    """One short status line: pre/post returns, sample and update seconds, end-to-end throughput."""
     post = [k for k in metrics if k.startswith("meta/return_post_")]
     parts = []
     if "meta/return_pre" in metrics:
@@ -189,8 +210,12 @@ def summary(metrics: dict[str, float]) -> str:
         parts.append(f"post {metrics[last]:.1f}")
     if "val/return_post" in metrics:
         parts.append(f"val {metrics['val/return_post']:.1f}")
-    if "perf/steps_per_s" in metrics:
-        parts.append(f"{metrics['perf/steps_per_s']:,.0f} steps/s")
+    if "perf/sample_s" in metrics and "perf/update_s" in metrics:
+        sample, update = metrics["perf/sample_s"], metrics["perf/update_s"]
+        parts.append(f"sample {sample:.2f} s  update {update:.2f} s")
+        if "perf/steps_per_s" in metrics:  # the steps of the iteration over its whole time, not just sampling
+            steps = metrics["perf/steps_per_s"] * sample
+            parts.append(f"{steps / max(sample + update, 1e-9):,.0f} steps/s end to end")
     return "  ".join(parts)
 
 
@@ -277,9 +302,11 @@ def run(algo_name: str, cfg: Any, resume_dir: Path | None = None, quiet: bool = 
     checkpointer = Checkpointer(run_dir, algo_name, cfg, spec, policy, cfg.run.checkpoint_every, cfg.run.iterations,
                                 best)
     start = 0 if state is None else state.iteration
+    plain = None if quiet or sys.stdout.isatty() else PlainProgress(f"{algo_name} {cfg.family}", start,
+                                                                    cfg.run.iterations)
     with progress_bar(cfg.run.iterations) as bar:
         task = bar.add_task(f"{algo_name} {cfg.family}", total=cfg.run.iterations, completed=start, status="",
-                            visible=not quiet)
+                            visible=not quiet and plain is None)
 
         def on_iteration(s: TrainState, metrics: dict[str, float]) -> None:
             # not "and at the end": a run's metrics must not depend on its length (resume extends runs)
@@ -288,6 +315,8 @@ def run(algo_name: str, cfg: Any, resume_dir: Path | None = None, quiet: bool = 
             log.flush(extra)  # the record first: a kill after it but before the checkpoint only repeats work
             checkpointer(s, {**metrics, **extra})
             bar.update(task, completed=s.iteration, status=summary({**metrics, **extra}))
+            if plain is not None:
+                plain(s.iteration, {**metrics, **extra})
 
         try:
             final = algo.train(cfg, log, on_iteration, state)

@@ -126,7 +126,7 @@ def _expand(v: Tensor, like: Params, order: Sequence[str], rows: int) -> Params:
     for name in order:
         shape = like[name].shape
         n = like[name].numel()
-        out[name] = v[i : i + n].view(shape).unsqueeze(0).expand(rows, *shape)
+        out[name] = v[i : i + n].view(shape).unsqueeze(0).expand(rows, *shape).contiguous()
         i += n
     return out
 
@@ -153,7 +153,8 @@ class FusedMeta:
                  curvature_pre: Sequence[TaskData], curvature_post: TaskData) -> None:
         self.lay, self.params, self.order = lay, params, list(params)
         self.T = post.mask.shape[0]
-        self.path = [stack(params, self.T), *path]
+        # θ_0 materialised per task once: bmm copies a stride-0 (expanded) batch at every call otherwise
+        self.path = [{k: v.contiguous() for k, v in stack(params, self.T).items()}, *path]
         self.pre, self.post, self.lrs = list(pre), post, list(lrs)
         self.old_mean, self.old_log_std, self.score_weight = old_mean, old_log_std, score_weight
         self.inner = "naive" if estimator == "emaml" else estimator

@@ -1,0 +1,136 @@
+"""Seconds per MAML-TRPO meta-iteration at a family's MAML-paper preset: sampling vs update, shipped vs exact curvature.
+
+Each iteration samples the pre-update batch, adapts every task, samples the post-update batch (`sample_s`) and takes
+the TRPO step (`update_s` = meta-gradient + conjugate gradient + line search). Two runs from the same seed advance
+side by side, one iteration each in turn, so that both see the same load: the preset as it ships
+(`--curvature-subsample 5`, the step scaled to the measured KL) and with exact curvature (`--curvature-subsample 1`).
+Medians after the warm-up iterations; peak RSS per setting (Linux: the high-water mark is reset before each
+iteration); the load average beside them, since these 2-core boxes are shared.
+
+    python scripts/bench_iteration.py                          # HalfCheetahVel-v0 (about 3 minutes idle)
+    python scripts/bench_iteration.py --family AntVel-v0
+    python scripts/bench_iteration.py --iterations 3 --skip-exact
+
+The last line is one JSON object with `seconds_per_iteration`, `sample_s`, `update_s`, `update_over_sample`,
+`peak_rss_mb`, `load_avg` (shipped preset) and the same with an `_exact` suffix. Targets (HalfCheetahVel, idle 2-core
+box): update_over_sample ≤ 0.5, update_over_sample_exact ≤ 1.5, seconds_per_iteration ≤ 7, peak_rss_mb ≤ 1536.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from metarl.algos.maml import PRESETS, MAMLConfig, collect, meta_update
+from metarl.config import apply_overrides
+from metarl.sampler import Sampler
+from metarl.sim import default_nthread
+from metarl.training import start
+
+PHASES = ("sample_s", "update_s", "gradient_s", "cg_s", "line_search_s")
+
+
+def paper_preset(family: str) -> str:
+    """The MAML-paper preset (`maml2017-*`) whose family is `family`."""
+    for name, preset in PRESETS.items():
+        if name.startswith("maml2017") and preset["family"] == family:
+            return name
+    known = sorted(p["family"] for n, p in PRESETS.items() if n.startswith("maml2017"))
+    raise SystemExit(f"no MAML-paper preset for {family}; one of {known}")
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's VmHWM (Linux ≥ 4.0) so the next reading is the peak of what follows."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError("VmHWM missing from /proc/self/status (Linux only)")
+
+
+@dataclass
+class Runner:
+    """One training run advanced an iteration at a time, recording each iteration's phases."""
+
+    cfg: MAMLConfig
+    times: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in (*PHASES, "total_s")})
+    rss: list[float] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.session = start(self.cfg, None)
+        self.sampler = Sampler(self.session.family)
+        self.params = self.session.state.params
+
+    def step(self) -> None:
+        reset_peak_rss()
+        family, policy, generator = self.session.family, self.session.policy, self.session.generator
+        clock = time.perf_counter()
+        rollouts = collect(self.sampler, policy, self.params, family.sample_tasks(self.cfg.meta_batch_size,
+                                                                                 generator), self.cfg, generator)
+        sampled = time.perf_counter()
+        self.params, _, metrics = meta_update(policy, self.params, rollouts, self.cfg, None)
+        done = time.perf_counter()
+        for name, value in (("sample_s", sampled - clock), ("update_s", done - sampled), ("total_s", done - clock),
+                            ("gradient_s", metrics["perf/gradient_s"]), ("cg_s", metrics["perf/cg_s"]),
+                            ("line_search_s", metrics["perf/line_search_s"])):
+            self.times[name].append(value)
+        self.rss.append(peak_rss_mb())
+        self.kl.append(metrics["outer/kl"])
+
+    def summary(self, warmup: int, suffix: str) -> dict[str, float]:
+        med = {k: statistics.median(v[warmup:] or v) for k, v in self.times.items()}
+        out = {"seconds_per_iteration": med["total_s"], **{k: med[k] for k in PHASES},
+               "update_over_sample": med["update_s"] / med["sample_s"], "peak_rss_mb": max(self.rss),
+               "median_kl": statistics.median(self.kl)}
+        return {f"{k}{suffix}": v for k, v in out.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="HalfCheetahVel-v0")
+    parser.add_argument("--iterations", type=int, default=6, help="timed iterations per setting (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=1, help="iterations excluded from the medians")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--skip-exact", action="store_true", help="time only the preset as it ships")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    preset = paper_preset(args.family)
+    shipped = apply_overrides(MAMLConfig(), {**PRESETS[preset], "run.seed": args.seed})
+    runners = {"": Runner(shipped)}
+    if not args.skip_exact:
+        runners["_exact"] = Runner(replace(shipped, curvature_subsample=1))
+    load_before = os.getloadavg()[0]
+    for i in range(args.warmup + args.iterations):
+        for suffix, runner in runners.items():
+            runner.step()
+            t = runner.times
+            print(f"iter {i}{suffix or '_shipped'}: sample {t['sample_s'][-1]:.2f} s, update {t['update_s'][-1]:.2f} s "
+                  f"(gradient {t['gradient_s'][-1]:.2f}, CG {t['cg_s'][-1]:.2f}, line search "
+                  f"{t['line_search_s'][-1]:.2f}), peak RSS {runner.rss[-1]:.0f} MB, KL {runner.kl[-1]:.4f}",
+                  flush=True)
+    result: dict[str, object] = {"family": args.family, "preset": preset, "iterations": args.iterations,
+                                 "warmup": args.warmup, "torch_threads": torch.get_num_threads(),
+                                 "sim_threads": default_nthread(), "curvature_subsample": shipped.curvature_subsample,
+                                 "kl_rescale": shipped.trpo.kl_rescale}
+    for suffix, runner in runners.items():
+        result |= runner.summary(args.warmup, suffix)
+    result["load_avg"] = max(load_before, os.getloadavg()[0])
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
