@@ -73,12 +73,17 @@ class RunConfig:
     """also write TensorBoard event files"""
     family_kwargs: dict[str, float] = field(default_factory=dict)
     """overrides of the family's registered kwargs, e.g. high 3.0 horizon 100"""
+    threads: int = 0
+    """torch threads for the update: 0 follows the machine (every usable core, fewer while other processes keep
+    cores busy: metarl/threads.py), N fixes it; the rollouts always use one (the simulator's threads need the cores)"""
 
     def __post_init__(self) -> None:
         if self.iterations < 0:
             raise ValueError(f"run.iterations must be >= 0, got {self.iterations}")
         if self.checkpoint_every < 1:
             raise ValueError(f"run.checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.threads < 0:
+            raise ValueError(f"run.threads must be >= 0 (0: automatic), got {self.threads}")
         if self.validate_every < 0 or self.validation_tasks < 1:
             raise ValueError(f"run.validate_every must be >= 0 and run.validation_tasks >= 1, got "
                              f"{self.validate_every}, {self.validation_tasks}")

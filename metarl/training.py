@@ -20,6 +20,7 @@ from metarl import registry
 from metarl.config import build_policy
 from metarl.logger import Logger, NullLogger
 from metarl.policies import Params, params_of
+from metarl.threads import ThreadPolicy
 
 if TYPE_CHECKING:
     from torch import nn
@@ -86,10 +87,12 @@ def iterate(
     """
     logger = logger or NullLogger()
     state, generator, rejected = session.state, session.generator, 0
+    threads = ThreadPolicy(getattr(cfg.run, "threads", 0))
     for it in range(state.iteration, cfg.run.iterations):
         clock = time.perf_counter()
         data, metrics, steps = collect(state, generator)
         sample_s = time.perf_counter() - clock
+        metrics = {**metrics, "perf/threads": float(threads.apply())}
         try:
             new, optimizer_state, outer = update(state, data)
         except FloatingPointError:  # e.g. a NaN meta-gradient: guard_update rejects and logs the step

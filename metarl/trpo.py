@@ -109,6 +109,9 @@ class TRPOResult:
     kl_predicted: float = 0.0
     """the quadratic model's KL ½ sᵀHs of the accepted step (max_kl·fraction² unless CG returned a null step or
     `kl_rescale` moved the step): close to `kl` when the curvature describes the KL the line search measures"""
+    kl_full_step: float = float("nan")
+    """the KL measured at the natural-gradient step the quadratic model puts at max_kl (the first evaluation): its
+    ratio to max_kl says how well the curvature describes the KL the line search measures (1: exactly)"""
     gradient_s: float = 0.0
     """seconds spent on the surrogate's value and gradient"""
     cg_s: float = 0.0
@@ -211,11 +214,12 @@ def trpo_step(
     surr_old = float(surr)
     nonfinite = 0
     clock = time.perf_counter()
-    timing = {"gradient_s": gradient_s, "cg_s": cg_s}
+    timing: dict[str, float] = {"gradient_s": gradient_s, "cg_s": cg_s}
     probes = 0
+    timing["kl_full_step"] = float("nan")
     if cfg.kl_rescale:
         _, kl_probe = problem.evaluate(unflatten(theta_old + full_step, params))  # type: ignore[union-attr]
-        probes = 1
+        probes, timing["kl_full_step"] = 1, float(kl_probe)
         if bool(torch.isfinite(kl_probe)) and float(kl_probe) > 0:
             factor = math.sqrt(cfg.max_kl / float(kl_probe))
             full_step, kl_full = full_step * factor, kl_full * factor**2
@@ -223,6 +227,8 @@ def trpo_step(
         fraction = cfg.ls_backtrack**i
         candidate = unflatten(theta_old + fraction * full_step, params)
         surr_new, kl_new = problem.evaluate(candidate)  # type: ignore[union-attr]
+        if i == 0 and not cfg.kl_rescale:
+            timing["kl_full_step"] = float(kl_new)
         if not (bool(torch.isfinite(surr_new)) and bool(torch.isfinite(kl_new))):
             nonfinite += 1  # a NaN KL would also fail `<= max_kl`; counted so that it can be reported
             continue

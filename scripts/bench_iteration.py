@@ -26,12 +26,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
-
 from metarl.algos.maml import PRESETS, MAMLConfig, collect, meta_update
 from metarl.config import apply_overrides
 from metarl.sampler import Sampler
 from metarl.sim import default_nthread
+from metarl.threads import ThreadPolicy
 from metarl.training import start
 
 PHASES = ("sample_s", "update_s", "gradient_s", "cg_s", "line_search_s")
@@ -68,6 +67,8 @@ class Runner:
     kl: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.policy_threads = ThreadPolicy(self.cfg.run.threads)  # what training does: metarl/threads.py
+        self.threads: list[int] = []
         self.session = start(self.cfg, None)
         self.sampler = Sampler(self.session.family)
         self.params = self.session.state.params
@@ -79,6 +80,7 @@ class Runner:
         rollouts = collect(self.sampler, policy, self.params, family.sample_tasks(self.cfg.meta_batch_size,
                                                                                  generator), self.cfg, generator)
         sampled = time.perf_counter()
+        self.threads.append(self.policy_threads.apply())
         self.params, _, metrics = meta_update(policy, self.params, rollouts, self.cfg, None)
         done = time.perf_counter()
         for name, value in (("sample_s", sampled - clock), ("update_s", done - sampled), ("total_s", done - clock),
@@ -92,7 +94,7 @@ class Runner:
         med = {k: statistics.median(v[warmup:] or v) for k, v in self.times.items()}
         out = {"seconds_per_iteration": med["total_s"], **{k: med[k] for k in PHASES},
                "update_over_sample": med["update_s"] / med["sample_s"], "peak_rss_mb": max(self.rss),
-               "median_kl": statistics.median(self.kl)}
+               "median_kl": statistics.median(self.kl), "torch_threads": statistics.median(self.threads)}
         return {f"{k}{suffix}": v for k, v in out.items()}
 
 
@@ -102,14 +104,13 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=6, help="timed iterations per setting (after warm-up)")
     parser.add_argument("--warmup", type=int, default=1, help="iterations excluded from the medians")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for the update (0: automatic, as training: metarl/threads.py)")
     parser.add_argument("--skip-exact", action="store_true", help="time only the preset as it ships")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
 
     preset = paper_preset(args.family)
-    shipped = apply_overrides(MAMLConfig(), {**PRESETS[preset], "run.seed": args.seed})
+    shipped = apply_overrides(MAMLConfig(), {**PRESETS[preset], "run.seed": args.seed, "run.threads": args.threads})
     runners = {"": Runner(shipped)}
     if not args.skip_exact:
         runners["_exact"] = Runner(replace(shipped, curvature_subsample=1))
@@ -123,8 +124,8 @@ def main() -> None:
                   f"{t['line_search_s'][-1]:.2f}), peak RSS {runner.rss[-1]:.0f} MB, KL {runner.kl[-1]:.4f}",
                   flush=True)
     result: dict[str, object] = {"family": args.family, "preset": preset, "iterations": args.iterations,
-                                 "warmup": args.warmup, "torch_threads": torch.get_num_threads(),
-                                 "sim_threads": default_nthread(), "curvature_subsample": shipped.curvature_subsample,
+                                 "warmup": args.warmup, "sim_threads": default_nthread(),
+                                 "curvature_subsample": shipped.curvature_subsample,
                                  "kl_rescale": shipped.trpo.kl_rescale}
     for suffix, runner in runners.items():
         result |= runner.summary(args.warmup, suffix)

@@ -9,6 +9,12 @@ import pytest
 import torch
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread: the tests' batches are small, and on a busy 2-core box a second OpenMP thread makes them
+    several times slower (metarl/threads.py); code under test that chooses threads itself still does."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _rng_guard() -> Iterator[None]:
     """Run every test from the same global RNG state and restore the caller's state afterwards.

@@ -19,6 +19,7 @@ Which objective the meta-gradient estimates depends on `estimator` (metarl/estim
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
@@ -436,6 +437,8 @@ def meta_update(
             "perf/cg_s": result.cg_s,
             "perf/line_search_s": result.line_search_s,
             "perf/line_search_evals": float(result.line_search_evals),
+            # a NaN here would make the non-finite guard reject a step whose accepted candidate is finite
+            **({"outer/kl_full_step": result.kl_full_step} if math.isfinite(result.kl_full_step) else {}),
         }
     grads = meta_gradient(policy, params, rollouts, cfg)
     new, state = adam_ascent(params, grads, cfg.outer_lr, optimizer_state)
