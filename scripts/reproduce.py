@@ -1,0 +1,286 @@
+"""Reproduce a MAML-paper locomotion result: train with the family's paper preset, evaluate with the paper's protocol
+next to the baselines, and publish docs/results/<family>.json, docs/results/<family>.png and docs/results.md.
+
+    python scripts/reproduce.py HalfCheetahVel-v0                        # train 500 iterations, evaluate, baselines
+    python scripts/reproduce.py HalfCheetahVel-v0 --from-run runs/HalfCheetahVel-v0__maml__0__<time>
+    python scripts/reproduce.py PointNav-v0 --iterations 2 --eval-tasks 2 --set meta_batch_size=4   # a smoke run
+    python scripts/reproduce.py --render-only                            # docs/results.md from the JSON files
+
+Protocol (notes/anchors-metarl.md §1.1; `metarl eval`): 40 test tasks from the evaluation seed stream, returns after
+0–3 policy-gradient steps (α for the first, α/2 after), E = the training batch's episodes per step, from the run's
+best checkpoint (by validation return on held-out tasks, as the paper used its best). Baselines (`metarl baseline`):
+`random` (a random initialisation adapted the same way), `pretrained` (joint TRPO on the task distribution),
+`oracle` (the same with the task parameters observed: its step-0 return is the ceiling), `ppo` (Stable-Baselines3 PPO
+per test task with the same samples). Every method meets the same test tasks. A training run that exists already is
+reused with --from-run (and resumed to --iterations if it stopped short); baselines likewise with --baseline-run.
+
+The JSON holds `family`, `paper` (the paper's numbers), `methods` → {name: {"mean": [step 0..k], "se": [...]}},
+`iterations`, `env_steps`, `wall_s`, `machine`, `commit`, `command`, `seeds`, and the training curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from metarl import baselines, driver
+from metarl.algos.maml import PRESETS, MAMLConfig
+from metarl.config import apply_overrides
+from metarl.evaluate import EvalArgs, evaluate_run
+from metarl.plots import read_training
+from metarl.runs import config_to_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER: dict[str, dict[str, Any]] = {
+    # Finn, Abbeel, Levine 2017 (MAML), mean return over 40 test tasks; "maml": before, after 1 (and 2) steps
+    "HalfCheetahVel-v0": {"maml": [-129.5, -78.6], "oracle": -54.5},
+    "HalfCheetahDir-v0": {"maml": [-50.7, 293.2], "oracle": 442.7},
+    "AntVel-v0": {"maml": [30.6, 96.7], "oracle": 107.9},
+    "AntDir-v0": {"maml": [8.7, 499.1], "oracle": 524.8},
+    "PointNav-v0": {"maml": [-40.4, -11.7, -3.3]},
+}
+"""The MAML paper's numbers (the issue's table; notes/anchors-metarl.md §1.1). HalfCheetahUphill has none."""
+BASELINE_NAMES = ("random", "pretrained", "oracle", "ppo")
+
+
+def paper_preset(family: str) -> str:
+    """The `maml2017-*` preset of `family` (HalfCheetahUphill: the cheetah-vel settings on that family)."""
+    for name, preset in PRESETS.items():
+        if name.startswith("maml2017") and preset["family"] == family:
+            return name
+    if family.startswith("HalfCheetah"):
+        return "maml2017-cheetah-vel"
+    if family.startswith("Ant"):
+        return "maml2017-ant-vel"
+    raise SystemExit(f"no paper preset for {family}")
+
+
+def config_for(args: argparse.Namespace) -> MAMLConfig:
+    overrides = {**PRESETS[paper_preset(args.family)], "family": args.family, "run.seed": args.seed,
+                 "run.runs_dir": str(args.runs_dir), **parse_sets(args.set)}
+    if args.iterations is not None:
+        overrides["run.iterations"] = args.iterations
+    if args.algo == "fomaml":
+        overrides["first_order"] = True
+    return apply_overrides(MAMLConfig(), overrides)
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """["meta_batch_size=4", "trpo.max_kl=0.02"] -> {key: JSON value (or the string)}."""
+    out = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set needs KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+        if isinstance(out[key], list):
+            out[key] = tuple(out[key])
+    return out
+
+
+def trained(algo: str, cfg: Any, existing: Path | None) -> Path:
+    """A run directory trained to `cfg.run.iterations`: `existing` (resumed if it stopped short) or a new run."""
+    if existing is None:
+        return driver.run(algo, cfg, quiet=True)
+    opened = driver.open_run(existing)
+    if opened.payload["state"]["iteration"] < cfg.run.iterations:
+        raise SystemExit(f"{existing} stopped at iteration {opened.payload['state']['iteration']}; finish it first "
+                         f"with `metarl train {opened.algo} --resume {existing}`")
+    return existing
+
+
+def evaluated(run_dir: Path, args: argparse.Namespace, label: str) -> dict[str, Any]:
+    outcome = evaluate_run(EvalArgs(run_dir, tasks=args.eval_tasks, steps=args.eval_steps, seed=args.seed,
+                                    quiet=True), label=label)
+    summary, protocol = outcome.record["summary"], outcome.record["protocol"]
+    return {"mean": [s["mean"] for s in summary], "se": [s["se"] for s in summary], "run": str(run_dir),
+            "iteration": protocol["iteration"], "checkpoint": protocol["checkpoint"]}
+
+
+def baseline_config(name: str, cfg: MAMLConfig, iterations: int) -> MAMLConfig:
+    run = dataclasses.replace(cfg.run, iterations=0 if name in ("random", "ppo") else iterations)
+    family = baselines.register_oracle(cfg.family).id if name == "oracle" else cfg.family
+    return dataclasses.replace(cfg, family=family, run=run)
+
+
+def training_curve(run_dir: Path) -> dict[str, list[float]]:
+    records = read_training(run_dir)
+    post = [k for k in records[0] if k.startswith("meta/return_post_")] if records else []
+    last = max(post, key=lambda k: int(k.rsplit("_", 1)[1])) if post else None
+    return {"iteration": [r["iteration"] for r in records],
+            "env_steps": [r.get("perf/env_steps", 0.0) for r in records],
+            "return_pre": [r.get("meta/return_pre") for r in records],
+            "return_post": [r.get(last) for r in records] if last else [],
+            "val_return_post": [r.get("val/return_post") for r in records]}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores usable, {platform.system()} {platform.python_version()}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Adaptation curves of every method (mean ± SE per step) and the training curve."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for name, method in result["methods"].items():
+        steps = list(range(len(method["mean"])))
+        se = [0.0 if s != s else s for s in method["se"]]  # NaN SE (one task) -> no band
+        ax.errorbar(steps, method["mean"], yerr=se, marker="o", capsize=3, label=name)
+    paper = result.get("paper") or {}
+    if "maml" in paper:
+        ax.plot(range(len(paper["maml"])), paper["maml"], "k--", marker="x", label="MAML paper")
+    if "oracle" in paper:
+        ax.axhline(paper["oracle"], color="gray", ls=":", label="paper oracle")
+    ax.set(xlabel="adaptation steps", ylabel="average return", title=f"{result['family']}: adaptation")
+    ax.set_xticks(range(result["eval_steps"] + 1))
+    ax.legend(fontsize=8)
+    curve = result["training"]
+    ax2.plot(curve["env_steps"], curve["return_pre"], label="before adaptation")
+    if curve["return_post"]:
+        ax2.plot(curve["env_steps"], curve["return_post"], label="after adaptation")
+    ax2.set(xlabel="environment steps", ylabel="average return (training tasks)", title="training")
+    ax2.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fmt(mean: float | None, se: float | None = None) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.1f}" if se is None or se != se else f"{mean:.1f} ± {se:.1f}"
+
+
+def render_markdown(results: list[dict[str, Any]]) -> str:
+    """docs/results.md from the result JSONs (sorted by family): nothing in it is typed by hand."""
+    lines = ["# Results: the MAML paper's experiments, reproduced", "",
+             "Generated by `python scripts/reproduce.py --render-only` from `docs/results/*.json`; each family's "
+             "section names the command that produced it. Returns are averages over the test tasks (mean ± standard "
+             "error over tasks) after 0, 1, 2, 3 policy-gradient adaptation steps (α, then α/2); the paper reports "
+             "steps 0 and 1 (2-D navigation: also 2).", ""]
+    for r in sorted(results, key=lambda r: r["family"]):
+        k = r["eval_steps"]
+        lines += [f"## {r['family']}", "", f"![{r['family']}](results/{r['family']}.png)", "",
+                  "| method | " + " | ".join(f"step {j}" for j in range(k + 1)) + " |",
+                  "|---|" + "---|" * (k + 1)]
+        paper = r.get("paper") or {}
+        if "maml" in paper:
+            cells = [fmt(v) for v in paper["maml"]] + [""] * (k + 1 - len(paper["maml"]))
+            lines.append("| MAML paper | " + " | ".join(cells[: k + 1]) + " |")
+        if "oracle" in paper:
+            lines.append("| oracle, paper | " + " | ".join([fmt(paper["oracle"])] + [""] * k) + " |")
+        for name, m in r["methods"].items():
+            lines.append(f"| {name} (ours) | " + " | ".join(fmt(a, b) for a, b in zip(m["mean"], m["se"],
+                                                                                      strict=True)) + " |")
+        hours = r["wall_s"] / 3600
+        lines += ["", f"- Training: {r['iterations']} meta-iterations, {r['env_steps']:,} environment steps, "
+                  f"{hours:.2f} h of training on {r['machine']}; seeds {r['seeds']}; commit `{r['commit']}`.",
+                  f"- Evaluation: {r['eval_tasks']} test tasks, checkpoint `{r['methods']['maml']['checkpoint']}` "
+                  f"(iteration {r['methods']['maml']['iteration']}).",
+                  f"- Command: `{r['command']}`"]
+        if r.get("notes"):
+            lines += [f"- {note}" for note in r["notes"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def load_results(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("family", nargs="?", help="a family id, e.g. HalfCheetahVel-v0")
+    parser.add_argument("--algo", default="maml", choices=["maml", "fomaml"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--iterations", type=int, default=None, help="meta-iterations (default: the preset's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--from-run", type=Path, default=None, help="evaluate this trained run instead of training")
+    parser.add_argument("--baselines", default=",".join(BASELINE_NAMES), help="comma-separated, or 'none'")
+    parser.add_argument("--baseline-iterations", type=int, default=None,
+                        help="iterations of the pretrained and oracle baselines (default: the MAML run's)")
+    parser.add_argument("--baseline-run", action="append", default=[], metavar="NAME=RUN_DIR",
+                        help="reuse a trained baseline run")
+    parser.add_argument("--eval-tasks", type=int, default=40)
+    parser.add_argument("--eval-steps", type=int, default=3)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/results", help="where <family>.json/.png go")
+    parser.add_argument("--markdown", type=Path, default=ROOT / "docs/results.md")
+    parser.add_argument("--note", action="append", default=[], help="a line for the family's section")
+    parser.add_argument("--render-only", action="store_true", help="only regenerate the markdown from the JSONs")
+    args = parser.parse_args()
+    if not args.render_only:
+        if args.family is None:
+            parser.error("name a family (or --render-only)")
+        run(args)
+    args.markdown.write_text(render_markdown(load_results(args.out)))
+    print(f"wrote {args.markdown}")
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = config_for(args)
+    run_dir = trained(args.algo, cfg, args.from_run)
+    opened = driver.open_run(run_dir)
+    cfg, state = opened.cfg, opened.payload["state"]
+    curve = training_curve(run_dir)
+    wall = sum(float(r.get("perf/sample_s", 0) + r.get("perf/update_s", 0)) for r in read_training(run_dir))
+    methods = {args.algo: evaluated(run_dir, args, args.algo)}
+    reuse = dict(pair.split("=", 1) for pair in args.baseline_run)
+    names = [] if args.baselines == "none" else [n for n in args.baselines.split(",") if n]
+    for name in names:
+        if name not in BASELINE_NAMES:
+            raise SystemExit(f"unknown baseline {name!r}; choose from {', '.join(BASELINE_NAMES)}")
+        b_cfg = baseline_config(name, cfg, args.baseline_iterations or cfg.run.iterations)
+        b_dir = trained(f"baseline-{name}", b_cfg, Path(reuse[name]) if name in reuse else None)
+        methods[name] = evaluated(b_dir, args, name)
+    if args.algo != "maml":
+        methods["maml"] = methods.pop(args.algo)
+    result = {
+        "family": args.family, "paper": PAPER.get(args.family), "methods": methods, "algo": args.algo,
+        "iterations": int(state["iteration"]), "env_steps": int(state.get("env_steps", 0)), "wall_s": wall,
+        "machine": machine(), "commit": commit(), "seeds": [args.seed], "eval_tasks": args.eval_tasks,
+        "eval_steps": args.eval_steps, "config": config_to_dict(cfg),
+        "command": " ".join(["python", "scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])]),
+        "training": curve, "notes": args.note, "generated": time.strftime("%Y-%m-%d"),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.family}.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, args.out / f"{args.family}.png")
+    print(f"wrote {args.out / (args.family + '.json')} and .png")
+
+
+if __name__ == "__main__":
+    main()
