@@ -141,3 +141,28 @@ def test_custom_policies_use_autograd() -> None:
     plain = metarl.policies.GaussianMLP(2, 2, (4,))
     assert meta_products.supports(plain, params_of(plain)) is not None
     assert meta_products.supports(plain, {k: v for k, v in params_of(plain).items() if k != "log_std"}) is None
+
+
+def test_joint_problem_matches_autograd(wide_goals: str) -> None:
+    """No inner steps (the pretrained/oracle baselines' TRPO): gradient, Fisher products, line-search values."""
+    from metarl.algos.maml import joint_problem
+    from metarl.baselines import joint_objective
+    from metarl.policies import PolicyOutput, forward
+    from metarl.trpo import ObjectiveProblem
+
+    policy, params, rollouts, _ = setup(wide_goals, "relu", inner_steps=1)
+    data = rollouts.pre[0]
+    with torch.no_grad():
+        out = forward(policy, params, data.obs)
+    old = PolicyOutput(out.mean, out.log_std)
+    objective = lambda p: joint_objective(policy, p, data, old)  # noqa: E731
+    fused = joint_problem(policy, params, data, old, objective)
+    assert isinstance(fused, meta_products.FusedMeta)
+    reference = ObjectiveProblem(objective, params)
+    for ours, ref in zip(fused.value_and_gradient(), reference.value_and_gradient(), strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)
+    v = torch.randn(flatten(params).shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    torch.testing.assert_close(fused.curvature(v), reference.curvature(v), rtol=1e-9, atol=1e-12)
+    candidate = unflatten(flatten(params) + 0.05 * v, params)
+    for ours, ref in zip(fused.evaluate(candidate), reference.evaluate(candidate), strict=True):
+        torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)

@@ -381,6 +381,19 @@ def trust_region_problem(
     return _KLFrom(objective, lambda p: meta_objective(policy, p, rollouts, metric)[1], params)
 
 
+def joint_problem(policy: nn.Module, params: Params, data: TaskData, old: PolicyOutput,
+                  objective: Callable[[Params], tuple[Tensor, Tensor]]) -> TrustRegionProblem:
+    """TRPO on the plain (no adaptation) mean surrogate of a batch [T, E, H, ...] at θ_old = `params`, the
+    pretrained and oracle baselines' joint training: MAML's problem with no inner steps, by the fused products for
+    the built-in MLPs, else autograd on `objective` (params -> (surrogate, KL))."""
+    lay = meta_products.supports(policy, params)
+    if lay is None or old.log_std is None:
+        return ObjectiveProblem(objective, params)
+    zeros = torch.zeros(data.mask.shape[0], dtype=data.adv.dtype)
+    return meta_products.FusedMeta(lay, params, (), (), data, old.mean, old.log_std, zeros, (), "naive", 1.0, True,
+                                   "naive", (), data)
+
+
 class _KLFrom(ObjectiveProblem):
     """`ObjectiveProblem` whose curvature is double backward through a separately built KL."""
 
