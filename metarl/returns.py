@@ -77,7 +77,7 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float =
     """Fit rllab's linear feature baseline per task by ridge regression and return its values.
 
     MAML refits it on every task's batch (cbfinn/maml_rl, pytorch-maml-rl). The ridge coefficient grows ×10 until
-    the solve is finite, as in rllab.
+    the solve succeeds and is finite, as in rllab (after 8 tries the baseline is zero).
 
     Args:
         obs: [T, E, H, obs_dim] observations.
@@ -94,10 +94,16 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float =
     y = (returns.to(torch.float64) * mask).reshape(T, -1, 1)
     gram, rhs = X.transpose(1, 2) @ X, X.transpose(1, 2) @ y
     eye = torch.eye(gram.shape[-1], dtype=torch.float64, device=obs.device)
-    for _ in range(5):
-        coef = torch.linalg.solve(gram + reg * eye, rhs)
-        if bool(torch.isfinite(coef).all()):
-            break
+    coef = torch.zeros_like(rhs)
+    for _ in range(8):
+        # Cholesky, not LU: the Gram matrix is symmetric PSD, and on Ant (features of contact forces that are always
+        # zero, episodes that end early: rank 144 of 214) MKL's batched LU failed outright at the paper's batch
+        # ("Pivots given to lu_solve ...") where Cholesky with the ridge term succeeds; `_ex` reports, never raises
+        factor, info = torch.linalg.cholesky_ex(gram + reg * eye)
+        if bool((info == 0).all()):
+            coef = torch.cholesky_solve(rhs, factor)
+            if bool(torch.isfinite(coef).all()):
+                break
         reg *= 10.0
     values = (feats @ coef.unsqueeze(1)).squeeze(-1)
     return values.to(returns.dtype) * mask

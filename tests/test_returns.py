@@ -104,3 +104,22 @@ def test_prepare_uses_the_requested_average_everywhere() -> None:
         torch.testing.assert_close(outer_objective(out, data), (data.adv * data.weight).sum((-2, -1)))
         w = data.weight / data.weight.sum()
         torch.testing.assert_close((data.adv * w).sum(), torch.zeros((), dtype=D), atol=1e-12, rtol=0)
+
+
+def test_linear_baseline_on_a_rank_deficient_batch() -> None:
+    """Ant-like data: most observation features always zero and episodes ending early (rank-deficient Gram). The
+    fit must come back finite and equal to the ridge solution (MKL's batched LU failed on Ant's paper batch)."""
+    g = torch.Generator().manual_seed(0)
+    T, E, H, D = 3, 5, 40, 30
+    obs = torch.zeros(T, E, H, D, dtype=torch.float64)
+    obs[..., :4] = torch.randn(T, E, H, 4, generator=g, dtype=torch.float64)
+    lengths = torch.randint(5, H, (T, E), generator=g)
+    mask = (torch.arange(H) < lengths[..., None]).to(torch.float64)
+    returns = torch.randn(T, E, H, generator=g, dtype=torch.float64) * mask
+    values = fit_linear_baseline(obs, returns, mask)
+    assert torch.isfinite(values).all()
+    feats = linear_features(obs) * mask[..., None]
+    for t in range(T):
+        X, y = feats[t].reshape(-1, feats.shape[-1]), returns[t].reshape(-1, 1)
+        coef = torch.linalg.solve(X.T @ X + 1e-5 * torch.eye(X.shape[1], dtype=torch.float64), X.T @ y)
+        torch.testing.assert_close(values[t], (feats[t] @ coef).squeeze(-1) * mask[t], rtol=1e-6, atol=1e-8)
