@@ -15,7 +15,9 @@ Each command's flags come from a frozen dataclass through tyro: field docstrings
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import tyro
 from rich.console import Console
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from metarl import registry
@@ -141,14 +144,19 @@ def run_train(argv: Sequence[str]) -> Path:
     if resume is not None:
         return _resume(name, Path(resume), args)
     cfg = parse_config(name, ALGORITHMS[name], args, f"metarl train {name}")
-    run_dir = driver.run(name, cfg)
+    run_dir = driver.run(name, cfg, inform=_inform)
     console.print(f"run directory: {run_dir}", soft_wrap=True)
     return run_dir
 
 
+def _inform(message: str) -> None:
+    console.print(message, soft_wrap=True, markup=False, highlight=False)
+
+
 def parse_config(name: str, algo: Algorithm, args: list[str], prog: str) -> Any:
-    """The algorithm's config from `--preset NAME`, then the algorithm's own defaults, then flags (tyro)."""
-    from metarl.config import apply_overrides
+    """The algorithm's config from `--preset NAME`, then the algorithm's own defaults, then flags (tyro); every
+    float finite (`check_finite`)."""
+    from metarl.config import apply_overrides, check_finite
 
     preset, args = _pop_flag(args, "--preset")
     if preset is not None and preset not in algo.presets:
@@ -156,9 +164,11 @@ def parse_config(name: str, algo: Algorithm, args: list[str], prog: str) -> Any:
     base = apply_overrides(algo.config_type(), {**(algo.presets[preset] if preset else {}), **algo.defaults})
     description = f"{algo.summary}.\nPresets (--preset NAME, then flags override): {', '.join(algo.presets)}"
     try:
-        return tyro.cli(algo.config_type, default=base, args=args, prog=prog, description=description)
+        cfg = tyro.cli(algo.config_type, default=base, args=args, prog=prog, description=description)
+        check_finite(cfg)
     except ValueError as err:  # a config invariant (__post_init__) rejected a flag value
         raise UserError(str(err)) from None
+    return cfg
 
 
 def _pop_flag(args: list[str], flag: str) -> tuple[str | None, list[str]]:
@@ -173,12 +183,12 @@ def _pop_flag(args: list[str], flag: str) -> tuple[str | None, list[str]]:
     return None, args
 
 
-def _resume(name: str | None, run_dir: Path, args: list[str]) -> Path:
+def _resume(name: str | None, run_dir: Path, args: list[str], hold: contextlib.ExitStack | None = None) -> Path:
     from metarl import driver
 
     if args:
         raise UserError(f"--resume continues a run with its saved config; drop the other flags ({' '.join(args)})")
-    driver.resume(run_dir, name)
+    driver.resume(run_dir, name, hold=hold, inform=_inform)
     console.print(f"run directory: {run_dir}", soft_wrap=True)
     return run_dir
 
@@ -186,14 +196,16 @@ def _resume(name: str | None, run_dir: Path, args: list[str]) -> Path:
 # ----------------------------------------------------------------------------------------------- eval, plot
 def run_eval(args: EvalArgs) -> Path:
     """`metarl eval RUN_DIR`: evaluate, print the pre/post table, write eval.json/.csv/.png; returns the PNG path."""
-    from metarl.evaluate import eval_table, evaluate_run
+    from metarl.evaluate import EvalOutcome, eval_table, evaluate_run
+
+    def show(outcome: EvalOutcome) -> None:  # before the files are written: a full disk cannot hide the result
+        console.print(describe(outcome.record), soft_wrap=True)
+        console.print(eval_table(outcome.result.stats))
 
     try:
-        outcome = evaluate_run(args)
+        outcome = evaluate_run(args, on_result=show)
     except ValueError as err:  # RunDirError, or an option the run's algorithm cannot honour
         raise UserError(str(err)) from None
-    console.print(describe(outcome.record), soft_wrap=True)
-    console.print(eval_table(outcome.result.stats))
     for note in outcome.notes:
         console.print(note, soft_wrap=True)
     console.print(f"results: {outcome.paths['json']}, {outcome.paths['csv']}", soft_wrap=True)
@@ -262,18 +274,19 @@ def run_baseline(argv: Sequence[str]) -> Path:
     except ValueError as err:
         raise UserError(str(err)) from None
     resume, args = _pop_flag(args, "--resume")
-    if resume is not None:
-        run_dir = _resume(f"baseline-{name}", Path(resume), args)
-    else:
-        algo = f"baseline-{name}"
-        cfg = parse_config(algo, baselines.BASELINES[algo], args, f"metarl baseline {name}")
-        if cfg.run.iterations != 0 and name in ("random", "ppo"):  # nothing to train: keep the initial policy
-            cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, iterations=0))
-        if name == "oracle":
-            cfg = dataclasses.replace(cfg, family=baselines.register_oracle(cfg.family).id)
-        run_dir = driver.run(algo, cfg)
-        console.print(f"run directory: {run_dir}", soft_wrap=True)
-    run_eval(dataclasses.replace(eval_args, run_dir=run_dir))
+    with contextlib.ExitStack() as hold:  # one lock from training to the end of the evaluation
+        if resume is not None:
+            run_dir = _resume(f"baseline-{name}", Path(resume), args, hold)
+        else:
+            algo = f"baseline-{name}"
+            cfg = parse_config(algo, baselines.BASELINES[algo], args, f"metarl baseline {name}")
+            if cfg.run.iterations != 0 and name in ("random", "ppo"):  # nothing to train: keep the initial policy
+                cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, iterations=0))
+            if name == "oracle":
+                cfg = dataclasses.replace(cfg, family=baselines.register_oracle(cfg.family).id)
+            run_dir = driver.run(algo, cfg, hold=hold, inform=_inform)
+            console.print(f"run directory: {run_dir}", soft_wrap=True)
+        run_eval(dataclasses.replace(eval_args, run_dir=run_dir))
     return run_dir
 
 
@@ -297,11 +310,31 @@ RAW_COMMANDS: dict[str, Callable[[Sequence[str]], Any]] = {"train": run_train, "
 """Commands that parse their own arguments (the config type depends on the algorithm)."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `metarl` console script; returns the exit status (2: bad input, 1: training failed)."""
-    from metarl.runs import RunDirError
-    from metarl.training import NonFiniteError
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the iteration in progress is abandoned, the last checkpoint stays."""
 
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Any:
+    """SIGTERM raises `Terminated` while a command runs (the main thread only: elsewhere signals cannot be set)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `metarl` console script; returns the exit status (2: bad input, 1: training failed,
+    130/143: interrupted by Ctrl-C/SIGTERM)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         console.print(__doc__, markup=False, highlight=False, soft_wrap=True)  # "[flags]" is not rich markup
@@ -310,24 +343,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in RAW_COMMANDS and name not in COMMANDS:
         console.print(f"[red]error:[/] unknown command {name!r}; commands: {', '.join([*RAW_COMMANDS, *COMMANDS])}")
         return 2
+    with _sigterm_as_interrupt():
+        return _run_command(name, rest)
+
+
+def _run_command(name: str, rest: list[str]) -> int:
+    from metarl.config import ConfigError
+    from metarl.driver import Interrupted
+    from metarl.runs import RunDirError
+    from metarl.storage import StorageError
+    from metarl.training import NonFiniteError
+
     try:
         if name in RAW_COMMANDS:
             RAW_COMMANDS[name](rest)
         else:
             args_type, run = COMMANDS[name]
             run(_parse(args_type, rest, f"metarl {name}"))
-    except (UserError, RunDirError, registry.UnknownFamilyError, registry.FamilyKwargsError) as err:
-        console.print(f"[red]error:[/] {err}", soft_wrap=True)  # one line, however long: greppable, copyable
+    except (UserError, RunDirError, ConfigError, StorageError, registry.UnknownFamilyError,
+            registry.FamilyKwargsError) as err:
+        _error(str(err))  # one line, however long: greppable, copyable
         return 2
     except NonFiniteError as err:
-        console.print(f"[red]error:[/] {err}", soft_wrap=True)
+        _error(str(err))
         return 1
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/]: the last checkpoint is intact; `metarl train --resume RUN_DIR` continues")
-        return 130
+    except KeyboardInterrupt as err:
+        why = "SIGTERM" if isinstance(err, Terminated) or isinstance(err.__context__, Terminated) else "Ctrl-C"
+        message = err.message if isinstance(err, Interrupted) else "stopped before anything was written"
+        console.print(f"[red]interrupted[/] ({why}): {message}", soft_wrap=True, highlight=False)
+        return 143 if why == "SIGTERM" else 130
     except SystemExit as exit_:  # tyro has printed its own message (bad flag or config value)
         return int(exit_.code or 0)
     return 0
+
+
+def _error(message: str) -> None:
+    console.print(f"[red]error:[/] {rich_escape(message)}", soft_wrap=True, highlight=False)
 
 
 def _parse(args_type: type, args: Sequence[str], prog: str) -> Any:

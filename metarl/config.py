@@ -1,11 +1,17 @@
 """Config pieces shared by the algorithms: the policy and the run (seed, budget, output directory).
 
 Every config is a frozen dataclass whose field docstrings are the CLI help (tyro). Invariants are checked in
-`__post_init__` with messages that say how to fix them.
+`__post_init__` with messages that say how to fix them; `check_finite` refuses NaN/Inf in any float field of any
+config (the algorithms' `> 0` checks let +inf through), and `config_from_dict` checks every value's type against the
+field's annotation before anything is built (a config.json edited by hand: issue 12).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -35,8 +41,8 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"policy.hidden sizes must be >= 1, got {self.hidden}")
-        if self.init_std <= 0:
-            raise ValueError(f"policy.init_std must be > 0, got {self.init_std}")
+        if not (math.isfinite(self.init_std) and self.init_std > 0):
+            raise ValueError(f"policy.init_std must be finite and > 0, got {self.init_std}")
         if self.init not in ("torch", "glorot"):
             raise ValueError(f"policy.init must be 'torch' or 'glorot', got {self.init!r}")
 
@@ -78,6 +84,12 @@ class RunConfig:
     cores busy: metarl/threads.py), N fixes it; the rollouts always use one (the simulator's threads need the cores)"""
 
     def __post_init__(self) -> None:
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise ValueError(f"run.seed must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}] (torch's 64-bit seeds), got "
+                             f"{self.seed}")
+        for key, value in self.family_kwargs.items():
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+                raise ValueError(f"run.family_kwargs {key} must be a finite number, got {value!r}")
         if self.iterations < 0:
             raise ValueError(f"run.iterations must be >= 0, got {self.iterations}")
         if self.checkpoint_every < 1:
@@ -87,6 +99,10 @@ class RunConfig:
         if self.validate_every < 0 or self.validation_tasks < 1:
             raise ValueError(f"run.validate_every must be >= 0 and run.validation_tasks >= 1, got "
                              f"{self.validate_every}, {self.validation_tasks}")
+
+
+SEED_RANGE = (-(2**63), 2**64 - 1)
+"""What `torch.Generator.manual_seed` accepts."""
 
 
 def build_policy(cfg: PolicyConfig, family: TaskFamily, seed: int) -> nn.Module:
@@ -111,23 +127,91 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     return replace(cfg, **flat)
 
 
-def config_from_dict(config_type: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (nested) frozen config dataclass from `config_to_dict` output (lists become tuples)."""
-    import dataclasses
-    import typing
+class ConfigError(ValueError):
+    """A config value of the wrong type, out of range or not finite: one line, exit 2."""
 
-    hints = typing.get_type_hints(config_type)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(config_type):
-        if f.name not in data:
-            continue
-        value, hint = data[f.name], hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            value = config_from_dict(hint, value)  # type: ignore[arg-type]
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    unknown = set(data) - {f.name for f in dataclasses.fields(config_type)}
+
+def config_from_dict(config_type: type, data: Any, prefix: str = "") -> Any:
+    """Rebuild a (nested) frozen config dataclass from `config_to_dict` output, strictly: every value must have its
+    field's type (an int is not a float's `12.5`, `true` is not an int, a Literal is one of its values), unknown keys
+    are refused, and the result passes the dataclasses' own checks and `check_finite`. Raises `ConfigError` naming
+    the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a JSON object, got {_show(data)}")
+    fields = {f.name: f for f in dataclasses.fields(config_type)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"unknown {config_type.__name__} fields {sorted(unknown)} (config from another version?)")
-    return config_type(**kwargs)
+        raise ConfigError(f"unknown {config_type.__name__} fields {[prefix + k for k in unknown]} (a typo, or a "
+                          "config from another metarl version?)")
+    hints = typing.get_type_hints(config_type)
+    kwargs = {name: _typed(data[name], hints[name], prefix + name) for name in fields if name in data}
+    try:
+        cfg = config_type(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    if not prefix:
+        check_finite(cfg)
+    return cfg
+
+
+def _typed(value: Any, hint: Any, name: str) -> Any:
+    """`value` as the annotation `hint` wants it (lists -> tuples, ints -> floats), or `ConfigError`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return config_from_dict(hint, value, f"{name}.")  # type: ignore[arg-type]
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, args))}, got {_show(value)}")
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return _typed(value, arg, name)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{name} must be {' or '.join(_describe(a) for a in args)}, got {_show(value)}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {_show(value)}")
+        return tuple(_typed(v, args[0], f"{name}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a JSON object (e.g. {{\"high\": 3.0}}), got {_show(value)}")
+        return {k: _typed(v, args[1], f"{name}.{k}") for k, v in value.items()}
+    if hint is type(None) and value is None:
+        return None
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, str):
+        return value
+    if hint in (bool, int, float, str, type(None)):
+        raise ConfigError(f"{name} must be {_describe(hint)}, got {_show(value)}")
+    return value  # an annotation this reader does not know: the dataclass's own checks decide
+
+
+def _describe(hint: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(hint, str(hint))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def check_finite(cfg: Any, prefix: str = "") -> None:
+    """Raise `ConfigError` for a NaN or ±Inf anywhere in the (nested) config: float fields, tuples of floats and
+    family kwargs. Range checks stay in each dataclass's `__post_init__`; this covers every float at once."""
+    for f in dataclasses.fields(cfg):
+        value, name = getattr(cfg, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            check_finite(value, f"{name}.")
+            continue
+        values = value.values() if isinstance(value, dict) else value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{name} must be finite, got {value}")

@@ -3,15 +3,22 @@
 After each iteration the driver, in this order: validates every `run.validate_every` iterations (post-adaptation
 return on a fixed held-out task set, `val/*` metrics), writes the iteration's metrics record, writes `best.pt` when
 the validation return improved, and writes `checkpoint.pt` every `run.checkpoint_every` iterations. Metrics go out
-before the checkpoint, so a kill at any point loses nothing a resume does not recompute identically.
+before the checkpoint (and are made durable first), so a kill at any point loses nothing a resume does not recompute
+identically. A new run directory is created with its iteration-0 checkpoint, so every run directory is resumable.
+
+Every command holds the run directory's lock (metarl/storage.py) for as long as it writes there: a second writer is
+refused with the holder's pid. A resume checks everything before it changes anything: the config strictly (types,
+ranges, and equal to the one in the checkpoint), the checkpoint, best.pt, and that metrics.jsonl holds every record
+before the checkpoint (a gap there cannot be recomputed from the checkpoint, so the resume refuses).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,15 +35,18 @@ from metarl.runs import (
     RunDirError,
     atomic_write_bytes,
     check_checkpoint,
+    check_same_config,
     config_to_dict,
     load_checkpoint,
+    metrics_before,
     new_run_dir,
     read_run,
     remove_stale_temp_files,
     save_checkpoint,
     write_run_files,
 )
-from metarl.training import NonFiniteError, TrainState, all_finite, finite_value
+from metarl.storage import Lock, StorageError, acquire, remove_abandoned_staging
+from metarl.training import NonFiniteError, TrainState, all_finite, finite_value, start
 
 if TYPE_CHECKING:
     from torch import nn
@@ -86,10 +96,13 @@ class Checkpointer:
     return improves; atomically, and never with non-finite parameters."""
 
     def __init__(self, run_dir: Path, algo: str, cfg: Any, spec: registry.FamilySpec, policy: torch.nn.Module,
-                 every: int, total: int, best: dict[str, float] | None = None) -> None:
+                 every: int, total: int, best: dict[str, float] | None = None,
+                 sync: Callable[[], None] | None = None, saved_iteration: int | None = None) -> None:
         self.run_dir, self.algo, self.cfg, self.spec, self.policy = run_dir, algo, cfg, spec, policy
         self.every, self.total, self.best = every, total, best
-        self.saved_iteration: int | None = None
+        self.sync = sync
+        """called before each write: makes the metrics durable, so no checkpoint is ever ahead of them"""
+        self.saved_iteration = saved_iteration
 
     def __call__(self, state: TrainState, metrics: dict[str, float]) -> None:
         if not all_finite(state.params):  # guard_update keeps this from happening; never write a NaN checkpoint
@@ -106,6 +119,8 @@ class Checkpointer:
         self.saved_iteration = state.iteration
 
     def _save(self, name: str, state: TrainState) -> None:
+        if self.sync is not None:
+            self.sync()
         payload = checkpoint_payload(self.algo, self.cfg, self.spec, self.policy, state, self.best)
         save_checkpoint(self.run_dir / name, payload)
 
@@ -164,8 +179,10 @@ class _PendingLog:
             self.pending = None
 
     def close(self) -> None:
-        self.flush()
-        self.sink.close()
+        try:
+            self.flush()
+        finally:
+            self.sink.close()
 
 
 def progress_bar(total: int) -> Progress:
@@ -250,15 +267,16 @@ class OpenedRun:
 
 
 def open_run(run_dir: Path, checkpoint: str = "checkpoint.pt") -> OpenedRun:
-    """Read and check `run_dir` and its `checkpoint`; raises `RunDirError` (one line) on anything unusable."""
-    from metarl.config import config_from_dict
+    """Read and check `run_dir` and its `checkpoint`; raises `RunDirError` (one line) on anything unusable: a config
+    that is not strictly valid or differs from the checkpoint's (run.iterations and other `RUN_ONLY` fields may)."""
+    from metarl.config import ConfigError, config_from_dict
 
     run_dir = Path(run_dir)
     config, spec = read_run(run_dir)
     algorithm = find_algorithm(config["algo"])
     try:
         cfg = config_from_dict(algorithm.config_type, config["config"])
-    except (TypeError, ValueError) as err:
+    except ConfigError as err:
         raise RunDirError(f"{run_dir / 'config.json'} does not hold a valid {config['algo']} config: {err}") from None
     if cfg.family != spec.id:
         raise RunDirError(f"{run_dir}: config.json trains {cfg.family} but family.json is {spec.id}")
@@ -266,33 +284,109 @@ def open_run(run_dir: Path, checkpoint: str = "checkpoint.pt") -> OpenedRun:
         family = registry.make(spec)
     except ImportError as err:  # a user's family: its module must be importable
         raise RunDirError(f"cannot build family {spec.id} of {run_dir} ({err}); import its module first") from None
+    except (TypeError, ValueError) as err:  # kwargs the family refuses (a hand-edited family.json)
+        raise RunDirError(f"{run_dir / 'family.json'}: family {spec.id} refuses its kwargs ({err})") from None
     policy = algorithm.build_policy(cfg, family)
-    path = run_dir / checkpoint
+    opened = OpenedRun(run_dir, config["algo"], algorithm, cfg, spec, family, policy, run_dir / checkpoint, {})
+    return dataclasses.replace(opened, payload=read_checkpoint(opened, opened.checkpoint))
+
+
+def read_checkpoint(run: OpenedRun, path: Path) -> dict[str, Any]:
+    """The checkpoint at `path`, checked against `run`: algorithm, family, parameter shapes, finite parameters, and
+    a config equal to the run's (RUN_ONLY fields aside)."""
+    from metarl.config import ConfigError, config_from_dict
+
     payload = load_checkpoint(path)
-    check_checkpoint(payload, path, config["algo"], spec, policy)
-    return OpenedRun(run_dir, config["algo"], algorithm, cfg, spec, family, policy, path, payload)
+    check_checkpoint(payload, path, run.algo, run.spec, run.policy)
+    try:
+        saved = config_from_dict(run.algorithm.config_type, payload.get("config"))
+    except ConfigError as err:
+        raise RunDirError(f"{path} is corrupt (its config: {err})") from None
+    check_same_config(config_to_dict(run.cfg), config_to_dict(saved), run.run_dir / "config.json", path)
+    return payload
 
 
-def run(algo_name: str, cfg: Any, resume_dir: Path | None = None, quiet: bool = False) -> Path:
-    """Train `algo_name` with `cfg` in a new run directory, or continue `resume_dir` (then `cfg` must be the run's
-    own config, as `resume` reads it); returns the run directory."""
+Inform = Callable[[str], None]
+"""Where the driver reports what it did besides training (e.g. stale temporary files it removed)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a command; `message` says what was kept and how to continue."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def run(algo_name: str, cfg: Any, resume_dir: Path | None = None, quiet: bool = False,
+        hold: contextlib.ExitStack | None = None, inform: Inform | None = None) -> Path:
+    """Train `algo_name` with `cfg` in a new run directory (or continue `resume_dir`: `resume`); returns the run
+    directory. Everything is checked before the directory is created; it appears with config.json, family.json and
+    the iteration-0 checkpoint.pt, locked. `hold`: keep the lock there after returning (`metarl baseline` evaluates
+    the run it trained under the same lock)."""
+    from metarl.config import check_finite
+
+    if resume_dir is not None:
+        return resume(resume_dir, algo_name, quiet=quiet, hold=hold, inform=inform)
     algo = find_algorithm(algo_name)
-    state: TrainState | None = None
-    best: dict[str, float] | None = None
-    if resume_dir is None:
-        try:  # fail early, before creating anything, if the family or its kwargs are wrong
-            spec = registry.spec(cfg.family).with_kwargs(**cfg.run.family_kwargs)
-            registry.make(spec)
-        except ValueError as err:  # e.g. low > high, a fractional horizon: bad input, not a bug
-            raise registry.FamilyKwargsError(f"invalid run.family_kwargs for {cfg.family}: {err}") from None
-        run_dir = new_run_dir(cfg.run.runs_dir, cfg.family, algo_name, cfg.run.seed)
-        write_run_files(run_dir, algo_name, cfg, spec)
-    else:  # everything is checked before anything in the run directory changes
-        opened = open_run(resume_dir)
-        run_dir, spec = opened.run_dir, opened.spec
-        state, best = state_from_checkpoint(opened.payload), opened.payload.get("best")
-        remove_stale_temp_files(run_dir)
-        _truncate_metrics(run_dir, state.iteration)
+    check_finite(cfg)
+    try:  # fail early, before creating anything, if the family or its kwargs are wrong
+        spec = registry.spec(cfg.family).with_kwargs(**cfg.run.family_kwargs)
+        family = registry.make(spec)
+    except ValueError as err:  # e.g. low > high, a fractional horizon: bad input, not a bug
+        raise registry.FamilyKwargsError(f"invalid run.family_kwargs for {cfg.family}: {err}") from None
+    session = start(cfg, None, family)  # the algorithms' own initial state: what a resume from iteration 0 gets
+
+    def fill(directory: Path) -> None:
+        write_run_files(directory, algo_name, cfg, spec)
+        save_checkpoint(directory / "checkpoint.pt",
+                        checkpoint_payload(algo_name, cfg, spec, session.policy, session.state))
+
+    with contextlib.ExitStack() as stack:
+        for path in remove_abandoned_staging(Path(cfg.run.runs_dir)):
+            _say(inform, f"removed {path}: a run directory whose creation was killed")
+        run_dir, lock = new_run_dir(cfg.run.runs_dir, cfg.family, algo_name, cfg.run.seed, fill,
+                                    f"metarl train {algo_name}")
+        (hold or stack).callback(lock.release)
+        _train(algo, algo_name, cfg, run_dir, spec, None, None, quiet, saved_iteration=0)
+    return run_dir
+
+
+def resume(run_dir: Path, algo_name: str | None = None, quiet: bool = False,
+           hold: contextlib.ExitStack | None = None, inform: Inform | None = None) -> Path:
+    """Continue the run in `run_dir` with its saved config (`metarl train ALGO --resume RUN_DIR`), under its lock;
+    everything is checked before anything in the directory changes."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        read_run(run_dir)  # raises: says whether it is missing or a file
+    with contextlib.ExitStack() as stack:
+        lock: Lock = acquire(run_dir, f"metarl train --resume {run_dir}")
+        (hold or stack).callback(lock.release)
+        opened = open_run(run_dir)
+        if algo_name is not None and opened.algo != algo_name:
+            raise RunDirError(f"{run_dir} was trained with {opened.algo!r}, not {algo_name!r}")
+        if (run_dir / "best.pt").exists():  # best.pt is what eval reads: it must be usable too
+            read_checkpoint(opened, run_dir / "best.pt")
+        state = state_from_checkpoint(opened.payload)
+        kept = metrics_before(run_dir / "metrics.jsonl", state.iteration)
+        for path in remove_stale_temp_files(run_dir):
+            _say(inform, f"removed {path.name}: left by a write that was killed")
+        if kept is not None:
+            atomic_write_bytes(run_dir / "metrics.jsonl", kept)  # drops the records after the checkpoint
+        _train(opened.algorithm, opened.algo, opened.cfg, run_dir, opened.spec, state, opened.payload.get("best"),
+               quiet, saved_iteration=state.iteration)
+    return run_dir
+
+
+def _say(inform: Inform | None, message: str) -> None:
+    if inform is not None:
+        inform(message)
+
+
+def _train(algo: Algorithm, algo_name: str, cfg: Any, run_dir: Path, spec: registry.FamilySpec,
+           state: TrainState | None, best: dict[str, float] | None, quiet: bool, saved_iteration: int) -> None:
+    """Iterations from `state` (None: the start) to `cfg.run.iterations` in `run_dir`, which this process has locked.
+    An interrupt or a full disk ends with one line that names the checkpoint and the resume command."""
     family = registry.make(spec)
     policy = algo.build_policy(cfg, family)
     validate = Validator(algo, cfg, family, policy) if _validates(algo, cfg) else None
@@ -300,7 +394,7 @@ def run(algo_name: str, cfg: Any, resume_dir: Path | None = None, quiet: bool = 
                      purge_step=None if state is None else state.iteration)
     log = _PendingLog(sink)
     checkpointer = Checkpointer(run_dir, algo_name, cfg, spec, policy, cfg.run.checkpoint_every, cfg.run.iterations,
-                                best)
+                                best, sync=sink.sync, saved_iteration=saved_iteration)
     start = 0 if state is None else state.iteration
     plain = None if quiet or sys.stdout.isatty() else PlainProgress(f"{algo_name} {cfg.family}", start,
                                                                     cfg.run.iterations)
@@ -319,37 +413,29 @@ def run(algo_name: str, cfg: Any, resume_dir: Path | None = None, quiet: bool = 
                 plain(s.iteration, {**metrics, **extra})
 
         try:
-            final = algo.train(cfg, log, on_iteration, state)
-            if isinstance(final, TrainState) and checkpointer.saved_iteration != final.iteration:
-                checkpointer.save_last(final)  # e.g. --run.iterations 0: the initial policy (random-init baseline)
-        finally:
-            log.close()
-    return run_dir
+            try:
+                final = algo.train(cfg, log, on_iteration, state)
+                if isinstance(final, TrainState) and checkpointer.saved_iteration != final.iteration:
+                    checkpointer.save_last(final)  # e.g. --run.iterations 0: the initial policy (random-init baseline)
+            finally:
+                log.close()
+        except KeyboardInterrupt:
+            raise Interrupted(f"{_kept(run_dir, checkpointer)}; `{resume_command(algo_name, run_dir)}` continues") \
+                from None
+        except StorageError as err:
+            raise StorageError(f"{err}; {_kept(run_dir, checkpointer)}: fix that, then "
+                               f"`{resume_command(algo_name, run_dir)}` continues") from None
+
+
+def _kept(run_dir: Path, checkpointer: Checkpointer) -> str:
+    return f"{run_dir / 'checkpoint.pt'} holds iteration {checkpointer.saved_iteration}"
+
+
+def resume_command(algo_name: str, run_dir: Path) -> str:
+    if algo_name.startswith("baseline-"):
+        return f"metarl baseline {algo_name.removeprefix('baseline-')} --resume {run_dir}"
+    return f"metarl train --resume {run_dir}"
 
 
 def _validates(algo: Algorithm, cfg: Any) -> bool:
     return cfg.run.validate_every > 0 and algo.adaptation_returns is not None and algo.eval_step_sizes is not None
-
-
-def resume(run_dir: Path, algo_name: str | None = None, quiet: bool = False) -> Path:
-    """Continue the run in `run_dir` with its saved config (`metarl train ALGO --resume RUN_DIR`)."""
-    opened = open_run(run_dir)
-    if algo_name is not None and opened.algo != algo_name:
-        raise RunDirError(f"{run_dir} was trained with {opened.algo!r}, not {algo_name!r}")
-    return run(opened.algo, opened.cfg, resume_dir=Path(run_dir), quiet=quiet)
-
-
-def _truncate_metrics(run_dir: Path, iteration: int) -> None:
-    """Drop metrics of iterations after the checkpoint: the resumed run recomputes them identically."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by a kill mid-write: its iteration is recomputed
-            continue
-        if record["iteration"] < iteration:
-            kept.append(line)
-    atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode())

@@ -11,6 +11,9 @@ the same `--seed` (default: the run's seed) sees the same tasks, so algorithms a
   [k+1][T] (mean over E) and the raw episode returns [k+1][T][E];
 - `eval.csv`: one row per (step, task);
 - `eval.png`: the adaptation curve (mean ± 95% CI per step).
+The three are one set, replaced at once (symlinks into `.eval.<id>/`, `storage.publish_files`): a kill or a full disk
+leaves the previous set whole. The options are checked before anything runs, the command holds the run directory's
+lock, and returns that are not finite are reported instead of written.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 from torch import Tensor, nn
 
+from metarl.config import SEED_RANGE
 from metarl.family import TaskFamily, index_tasks, num_tasks, tasks_to_dict
 from metarl.policies import Params, num_stacked
-from metarl.runs import FORMAT_VERSION, atomic_write_bytes, atomic_write_json
+from metarl.runs import FORMAT_VERSION, finite_json_bytes, remove_stale_temp_files
 from metarl.sampler import Batch, Sampler
 
 Progressor = Callable[[int, str], None]
@@ -244,7 +248,10 @@ class EvalArgs:
             (self.tasks >= 1, f"--tasks must be >= 1, got {self.tasks}"),
             (self.steps >= 0, f"--steps must be >= 0, got {self.steps}"),
             (self.episodes is None or self.episodes >= 1, f"--episodes must be >= 1, got {self.episodes}"),
-            (all(a > 0 for a in self.step_sizes), f"--step-sizes must all be > 0, got {self.step_sizes}"),
+            (all(math.isfinite(a) and a > 0 for a in self.step_sizes),
+             f"--step-sizes must all be > 0 and finite, got {self.step_sizes}"),
+            (self.seed is None or SEED_RANGE[0] <= self.seed <= SEED_RANGE[1],
+             f"--seed must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {self.seed}"),
             (not self.step_sizes or len(self.step_sizes) == self.steps,
              f"--step-sizes needs one value per step ({self.steps}), got {len(self.step_sizes)}"),
             (self.chunk_size >= 1 and self.video_tasks >= 1, "--chunk-size and --video-tasks must be >= 1"),
@@ -265,12 +272,43 @@ class EvalOutcome:
     """one-line messages for the user (e.g. why there is no video)"""
 
 
-def evaluate_run(args: EvalArgs, label: str | None = None) -> EvalOutcome:
-    """`metarl eval`: open the run (checked), evaluate, write eval.json / eval.csv / eval.png (and video)."""
-    from metarl.driver import open_run
+def evaluate_run(args: EvalArgs, label: str | None = None,
+                 on_result: Callable[[EvalOutcome], None] | None = None) -> EvalOutcome:
+    """`metarl eval`: lock and open the run (checked), evaluate, then write eval.json / eval.csv / eval.png as one set
+    (and video). `on_result` sees the outcome before anything is written: a result that cannot be saved (a full
+    disk) has been shown. Raises `NonFiniteError` when a return is NaN/Inf (nothing written)."""
+    from metarl.driver import Interrupted, open_run
+    from metarl.storage import locked
+    from metarl.training import NonFiniteError
 
-    name = "best.pt" if args.checkpoint == "best" and (args.run_dir / "best.pt").is_file() else "checkpoint.pt"
-    run = open_run(args.run_dir, name)
+    if not args.run_dir.is_dir():
+        open_run(args.run_dir)  # raises: says whether it is missing or a file
+    with locked(args.run_dir, f"metarl eval {args.run_dir}"):
+        name = "best.pt" if args.checkpoint == "best" and (args.run_dir / "best.pt").is_file() else "checkpoint.pt"
+        run = open_run(args.run_dir, name)
+        try:
+            outcome = _evaluate_opened(run, args, name, label)
+        except KeyboardInterrupt:
+            raise Interrupted(f"nothing was written to {args.run_dir} (an earlier evaluation there is unchanged)") \
+                from None
+        bad = _non_finite_steps(outcome.result)
+        if bad:
+            raise NonFiniteError(f"{run.spec.id}: the returns after adaptation step(s) {bad} are NaN/Inf (the family's "
+                                 f"rewards or the adapted policy are not finite); nothing was written")
+        if on_result is not None:
+            on_result(outcome)
+        outcome.notes += [f"removed {p.name}: left by an evaluation that was killed"
+                          for p in remove_stale_temp_files(args.run_dir)]
+        outcome.paths = write_eval(args.run_dir, outcome.record, outcome.result)
+        if args.video:
+            from metarl.video import record_videos
+
+            outcome.notes.append(record_videos(run.family, run.policy, run.params, outcome.result,
+                                               args.run_dir / "video", args.video_tasks))
+    return outcome
+
+
+def _evaluate_opened(run: Any, args: EvalArgs, name: str, label: str | None) -> EvalOutcome:
     cfg = run.cfg
     episodes = args.episodes or default_episodes(cfg)
     if args.step_sizes:
@@ -290,13 +328,13 @@ def evaluate_run(args: EvalArgs, label: str | None = None) -> EvalOutcome:
         "seed": seed, "chunk_size": args.chunk_size, "checkpoint": name, "iteration": state["iteration"],
         "env_steps_trained": state.get("env_steps", 0),
     })
-    outcome = EvalOutcome(result, record, write_eval(args.run_dir, record, result))
-    if args.video:
-        from metarl.video import record_videos
+    return EvalOutcome(result, record)
 
-        outcome.notes.append(record_videos(run.family, run.policy, run.params, result, args.run_dir / "video",
-                                           args.video_tasks))
-    return outcome
+
+def _non_finite_steps(result: EvalResult) -> list[int]:
+    """Adaptation steps j whose returns [T, E] hold a NaN or ±Inf."""
+    finite = torch.isfinite(result.returns).flatten(1).all(1)
+    return [j for j in range(finite.shape[0]) if not bool(finite[j])]
 
 
 @contextlib.contextmanager
@@ -335,14 +373,15 @@ def eval_record(result: EvalResult, algo: str, family_spec_json: str, label: str
 
 
 def write_eval(run_dir: Path, record: dict[str, Any], result: EvalResult) -> dict[str, Path]:
-    """eval.json, eval.csv and eval.png in `run_dir` (each written atomically)."""
-    from metarl.plots import adaptation_figure, save_figure
+    """eval.json, eval.csv and eval.png in `run_dir`, replaced together (`storage.publish_files`); the caller holds
+    the run directory's lock."""
+    from metarl.plots import adaptation_figure, figure_png
+    from metarl.storage import publish_files
 
-    paths = {"json": run_dir / "eval.json", "csv": run_dir / "eval.csv", "png": run_dir / "eval.png"}
-    atomic_write_json(paths["json"], record)
-    atomic_write_bytes(paths["csv"], eval_csv(result).encode())
-    save_figure(adaptation_figure([record]), paths["png"])
-    return paths
+    files = {"eval.json": finite_json_bytes(record), "eval.csv": eval_csv(result).encode(),
+             "eval.png": figure_png(adaptation_figure([record]))}  # everything rendered before anything is written
+    paths = publish_files(run_dir, "eval", files)
+    return {"json": paths["eval.json"], "csv": paths["eval.csv"], "png": paths["eval.png"]}
 
 
 def eval_csv(result: EvalResult) -> str:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Protocol
+
+from metarl.storage import storage_errors
 
 
 class Logger(Protocol):
@@ -44,7 +47,8 @@ class RunLogger:
         purge_step: int | None = None,
     ) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
-        self._file = self.path.open("a", encoding="utf-8")
+        with storage_errors(f"write {self.path}"):
+            self._file = self.path.open("a", encoding="utf-8")
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: tensorboard is slow to import
@@ -58,14 +62,23 @@ class RunLogger:
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         record = {"iteration": step, **{k: _finite_or_none(float(v)) for k, v in metrics.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        with storage_errors(f"write {self.path}"):
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         if self._writer is not None:
             for key, value in metrics.items():
                 self._writer.add_scalar(key, float(value), step)
 
+    def sync(self) -> None:
+        """Make the records so far durable: called before a checkpoint, so that after a power loss no checkpoint is
+        ahead of the metrics (a resume cannot recompute records before its checkpoint)."""
+        with storage_errors(f"write {self.path}"):
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
     def close(self) -> None:
-        self._file.close()
+        with storage_errors(f"write {self.path}"):
+            self._file.close()
         if self._writer is not None:
             self._writer.close()
 
@@ -88,7 +101,59 @@ def _write_hparams(writer: Any, hparams: dict[str, Any]) -> None:
 
 
 def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
-    """All records of a run's metrics.jsonl, in order."""
+    """All records of a run's metrics.jsonl, in order; `RunDirError` on a line that is not a record (a last line
+    without its newline, torn by a kill or still being written, is left out)."""
+    from metarl.runs import RunDirError
+
     path = Path(run_dir) / "metrics.jsonl"
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing")
+    records, bad = parse_metrics(path.read_bytes())
+    if bad:
+        number, why = bad[0]
+        raise RunDirError(f"{path} line {number} is not a metrics record ({why})")
+    return [record for _, record in records]
+
+
+def parse_metrics(data: bytes) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
+    """metrics.jsonl content -> ([(line number, record)], [(line number, why it is not a record)]).
+
+    A record is a JSON object with a non-negative integer `iteration` whose other values are numbers or null
+    (`RunLogger.log`'s output). A last line without its newline (torn by a kill, or still being written) is
+    neither: the caller recomputes or ignores it.
+    """
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline after the last complete record
+    elif lines:
+        lines.pop()  # torn
+    records, bad = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        why = None
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            why = f"{type(err).__name__}: {err}"
+        else:
+            why = record_problem(record)
+        if why is None:
+            records.append((number, record))
+        else:
+            bad.append((number, why))
+    return records, bad
+
+
+def record_problem(record: Any) -> str | None:
+    """Why `record` is not a metrics record, or None."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    iteration = record.get("iteration")
+    if not isinstance(iteration, int) or isinstance(iteration, bool) or iteration < 0:
+        return f"iteration is {iteration!r}, not a non-negative integer"
+    for key, value in record.items():
+        if key != "iteration" and value is not None and (isinstance(value, bool)
+                                                         or not isinstance(value, (int, float))):
+            return f"{key} is {value!r}, not a number"
+    return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +34,13 @@ def read_eval(path: Path) -> dict[str, Any]:
 
 
 def read_training(run_dir: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl records (a torn last line, left by a killed run, is skipped)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
+    """metrics.jsonl records (a torn last line, left by a killed run, is skipped); `RunDirError` on a line that is
+    not a record."""
+    from metarl.logger import read_metrics
+
+    if not (run_dir / "metrics.jsonl").is_file():
         return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return read_metrics(run_dir)
 
 
 def training_curves(records: Sequence[dict[str, Any]], x: str = "env_steps") -> dict[str, tuple[list, list]]:
@@ -143,13 +138,17 @@ def adaptation_figure(records: Sequence[dict[str, Any]], title: str = "") -> Fig
 
 def save_figure(fig: Figure, path: Path, dpi: int = 120) -> Path:
     """PNG, written atomically."""
+    atomic_write_bytes(path, figure_png(fig, dpi))
+    return path
+
+
+def figure_png(fig: Figure, dpi: int = 120) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     buffer = io.BytesIO()
     FigureCanvasAgg(fig)  # attaches the Agg canvas: no pyplot, no global backend
     fig.savefig(buffer, format="png", dpi=dpi)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------- the command

@@ -37,6 +37,9 @@ class FamilyKwargsError(TypeError):
     """`make` was given keyword arguments the family does not accept (the message lists the accepted ones)."""
 
 
+MAX_HORIZON = 1_000_000
+"""Episodes longer than this are a typo (horizon 1e30 crashed inside MuJoCo with a C++ frame dump: issue 12)."""
+
 _ID_RE = re.compile(r"^(?:(?P<namespace>[\w.-]+)/)?(?P<name>[A-Za-z][\w.-]*?)-v(?P<version>\d+)$")
 
 
@@ -65,8 +68,8 @@ class FamilySpec:
             raise ValueError(f"family id {self.id!r} must look like 'Name-vN' (optionally 'namespace/Name-vN')")
         if ":" not in self.entry_point:
             raise ValueError(f"entry_point {self.entry_point!r} must be 'module.path:ClassName'")
-        if not isinstance(self.horizon, int) or self.horizon < 1:
-            raise ValueError(f"horizon must be a positive int, got {self.horizon!r}")
+        if not isinstance(self.horizon, int) or isinstance(self.horizon, bool) or not 1 <= self.horizon <= MAX_HORIZON:
+            raise ValueError(f"horizon must be a positive int <= {MAX_HORIZON}, got {self.horizon!r}")
         # Freeze kwargs into a plain dict copy so later mutation of the caller's dict cannot change the spec.
         object.__setattr__(self, "kwargs", dict(self.kwargs))
         try:

@@ -3,7 +3,9 @@
 A run lives in `runs/<family>__<algo>__<seed>__<unixtime>/` with `config.json` (algorithm, config, metarl version),
 `family.json` (the FamilySpec), `metrics.jsonl`, TensorBoard events, `checkpoint.pt` (the latest state), `best.pt`
 (the best by validation return) and, after `metarl eval`, `eval.json`, `eval.csv` and `eval.png`. Files are written
-atomically (temporary file + rename) so a killed run never leaves a torn checkpoint.
+atomically (temporary file + rename) so a killed run never leaves a torn checkpoint; a new run directory appears with
+its config, family and iteration-0 checkpoint or not at all, and one process at a time writes into it (its lock:
+metarl/storage.py).
 
 Reading is strict: a missing, corrupt or foreign run directory raises `RunDirError` with one line that names the file
 and what is wrong, before anything is written.
@@ -16,14 +18,17 @@ import json
 import math
 import os
 import pickle
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from metarl.registry import FamilySpec
+from metarl.storage import Lock, create_directory, remove_stale_sets, storage_errors
 
 FORMAT_VERSION = 1
 """Bumped when the run-directory layout or checkpoint contents change incompatibly."""
@@ -39,7 +44,13 @@ _UMASK = _umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so readers see either the old file or the complete new one."""
+    """Write `data` to `path` so readers see either the old file or the complete new one; the environment's
+    OSErrors (full disk, read-only file system, ...) become one-line `StorageError`s."""
+    with storage_errors(f"write {path}"):
+        _atomic_write(path, data)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -56,7 +67,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """JSON with NaN/Inf written as null (`json.dumps` would write the invalid tokens NaN/Infinity)."""
-    atomic_write_bytes(path, (json.dumps(_finite_json(obj), indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, finite_json_bytes(obj))
+
+
+def finite_json_bytes(obj: Any) -> bytes:
+    return (json.dumps(_finite_json(obj), indent=2, sort_keys=True) + "\n").encode()
 
 
 def _finite_json(obj: Any) -> Any:
@@ -74,14 +89,12 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def new_run_dir(runs_dir: str | Path, family: str, algo: str, seed: int) -> Path:
-    """Create `runs_dir/<family>__<algo>__<seed>__<unixtime>` (with a suffix if that name is taken)."""
-    base = Path(runs_dir) / f"{family.replace('/', '_')}__{algo}__{seed}__{int(time.time())}"
-    path, n = base, 1
-    while path.exists():
-        path, n = base.with_name(f"{base.name}_{n}"), n + 1
-    path.mkdir(parents=True)
-    return path
+def new_run_dir(runs_dir: str | Path, family: str, algo: str, seed: int, fill: Callable[[Path], None],
+                command: str) -> tuple[Path, Lock]:
+    """Create `runs_dir/<family>__<algo>__<seed>__<unixtime>` (with a suffix `_1`, `_2`, ... if that name is taken)
+    holding what `fill` writes, atomically; returns it with its lock held (`storage.create_directory`)."""
+    name = f"{family.replace('/', '_')}__{algo}__{seed}__{int(time.time())}"
+    return create_directory(Path(runs_dir), name, fill, command)
 
 
 def write_run_files(run_dir: Path, algo: str, config: Any, spec: FamilySpec) -> None:
@@ -138,8 +151,9 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], FamilySpec]:
     if not isinstance(config.get("algo"), str) or not isinstance(config.get("config"), dict):
         raise RunDirError(f"{run_dir / 'config.json'} is corrupt (needs 'algo' and 'config')")
     path = run_dir / "family.json"
+    data = read_json(path)  # its RunDirError names the path already: not wrapped again (issue 12)
     try:
-        spec = FamilySpec.from_json(json.dumps(read_json(path)))
+        spec = FamilySpec.from_json(json.dumps(data))
     except (TypeError, ValueError) as err:
         raise RunDirError(f"{path} is corrupt ({err})") from None
     return config, spec
@@ -188,8 +202,77 @@ def check_checkpoint(payload: dict[str, Any], path: Path, algo: str, spec: Famil
 
 
 def remove_stale_temp_files(run_dir: Path) -> list[Path]:
-    """Delete `.<name>.*.tmp` files that a killed atomic write left behind; returns them."""
+    """Delete what killed writes left behind: `.<name>.*.tmp` files of atomic writes and unpublished evaluation sets
+    (`.eval.*`); returns them. Call it holding the run directory's lock: then nothing else is writing them."""
     stale = sorted(run_dir.glob(".*.tmp"))
-    for path in stale:
-        path.unlink(missing_ok=True)
+    with storage_errors(f"clean up {run_dir}"):
+        for path in stale:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        stale += remove_stale_sets(run_dir, "eval")
     return stale
+
+
+RUN_ONLY = ("run.iterations", "run.checkpoint_every", "run.tensorboard", "run.threads", "run.runs_dir")
+"""Config fields a resume may change (extend the run, write checkpoints more often, ...): none changes what the
+iterations compute. Every other difference between config.json and the checkpoint's config is refused."""
+
+
+def check_same_config(config: dict[str, Any], saved: dict[str, Any], config_path: Path, path: Path) -> None:
+    """Raise `RunDirError` unless `config` (config.json's) equals `saved` (the checkpoint's), both as
+    `config_to_dict` writes them with defaults filled in, apart from `RUN_ONLY` fields (issue 12: an edited
+    meta_batch_size changed a resumed run)."""
+    ours, theirs = _flat(config), _flat(saved)
+    differ = sorted(k for k in set(ours) | set(theirs) if k not in RUN_ONLY and ours.get(k, ...) != theirs.get(k, ...))
+    if differ:
+        shown = ", ".join(f"{k} {ours.get(k, '(absent)')!r} vs {theirs.get(k, '(absent)')!r}" for k in differ[:3])
+        raise RunDirError(f"{config_path} differs from the config {path.name} was trained with ({shown}): a run "
+                          f"continues with its own config; only {', '.join(RUN_ONLY)} may change")
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and key != "family_kwargs":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def metrics_before(path: Path, iteration: int) -> bytes | None:
+    """The content of metrics.jsonl with the records of iterations 0 .. `iteration` - 1 only (None: no file).
+
+    Records after the checkpoint, a line torn by a kill and lines that are not records are dropped: the resumed run
+    writes them again. But each of the `iteration` records before the checkpoint must be there, in order: a gap
+    there (a line corrupted or lost) cannot be recomputed from the checkpoint, so the resume refuses (issue 12)."""
+    from metarl.logger import parse_metrics
+
+    if not path.exists():
+        if iteration == 0:
+            return None
+        raise RunDirError(f"{path} is missing, but {path.parent / 'checkpoint.pt'} is at iteration {iteration}: the "
+                          f"records of iterations 0-{iteration - 1} cannot be recomputed from it")
+    with storage_errors(f"read {path}"):
+        data = path.read_bytes()
+    records, bad = parse_metrics(data)
+    kept = [(number, record) for number, record in records if record["iteration"] < iteration]
+    iterations = [record["iteration"] for _, record in kept]
+    if iterations != list(range(iteration)):
+        missing = sorted(set(range(iteration)) - set(iterations))
+        what = (f"iteration {missing[0]} is missing" if missing
+                else f"iterations are out of order ({_first_disorder(iterations)})")
+        line = next((f"; line {n}: {why}" for n, why in bad), "")
+        raise RunDirError(f"{path}: {what} before {path.parent / 'checkpoint.pt'}'s iteration {iteration}{line}; a "
+                          "resume cannot recompute it from the checkpoint: restore the file, or start the run again")
+    lines = data.split(b"\n")
+    return b"".join(lines[number - 1] + b"\n" for number, _ in kept)
+
+
+def _first_disorder(iterations: list[int]) -> str:
+    for i, value in enumerate(iterations):
+        if value != i:
+            return f"record {i + 1} is iteration {value}"
+    return f"{len(iterations)} records"
