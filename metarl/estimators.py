@@ -32,6 +32,7 @@ from metarl.policies import (
     gaussian_log_prob,
 )
 from metarl.returns import (
+    cross_fitted_advantages,
     discounted_returns,
     discounted_total,
     fit_linear_baseline,
@@ -75,6 +76,7 @@ def prepare(
     baseline: Literal["linear", "none"] = "linear",
     normalize: bool = True,
     average: Literal["steps", "episodes"] = "steps",
+    cross_fit: bool = False,
 ) -> TaskData:
     """Advantages for a sampled batch: rllab's linear baseline refit per task, GAE, per-task normalisation.
 
@@ -86,18 +88,22 @@ def prepare(
         normalize: standardise advantages per task.
         average: how the batch averages weigh steps: "steps" (every step the same; unbiased) or "episodes" (every
             episode the same, pytorch-maml-rl's weighting); `metarl.returns.step_weights`.
+        cross_fit: fit each episode's baseline and normalisation statistics on the task's other episodes, so that
+            neither depends on the actions they weigh (unbiased estimators stay unbiased at every order).
     """
-    returns = discounted_returns(batch.rew, batch.mask, gamma)
-    if baseline == "linear":
-        values = fit_linear_baseline(batch.obs, returns, batch.mask)
-    elif baseline == "none":
-        values = torch.zeros_like(returns)
-    else:
+    if baseline not in ("linear", "none"):
         raise ValueError(f"baseline must be 'linear' or 'none', got {baseline!r}")
-    adv = gae(batch.rew, values, batch.mask, gamma, gae_lambda)
     weight = step_weights(batch.mask, average)
-    if normalize:
-        adv = normalize_advantages(adv, weight)
+    if cross_fit:
+        adv, _ = cross_fitted_advantages(batch.obs, batch.rew, batch.mask, weight, gamma, gae_lambda,
+                                         baseline == "linear", normalize)
+    else:
+        returns = discounted_returns(batch.rew, batch.mask, gamma)
+        values = fit_linear_baseline(batch.obs, returns, batch.mask) if baseline == "linear" else \
+            torch.zeros_like(returns)
+        adv = gae(batch.rew, values, batch.mask, gamma, gae_lambda)
+        if normalize:
+            adv = normalize_advantages(adv, weight)
     return TaskData(batch.obs, batch.act, batch.logp, adv.detach(), batch.mask, discounted_total(batch.rew, gamma),
                     weight)
 

@@ -92,21 +92,94 @@ def fit_linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float =
     feats = linear_features(obs) * mask.to(torch.float64).unsqueeze(-1)  # [T, E, H, F]
     X = feats.reshape(T, -1, feats.shape[-1])
     y = (returns.to(torch.float64) * mask).reshape(T, -1, 1)
-    gram, rhs = X.transpose(1, 2) @ X, X.transpose(1, 2) @ y
-    eye = torch.eye(gram.shape[-1], dtype=torch.float64, device=obs.device)
+    coef = _ridge(X.transpose(1, 2) @ X, X.transpose(1, 2) @ y, reg)
+    values = (feats @ coef.unsqueeze(1)).squeeze(-1)
+    return values.to(returns.dtype) * mask
+
+
+def linear_baseline_without_each(obs: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
+    """The linear baseline fitted on all of a task's episodes but one, evaluated on every episode (cross-fitting).
+
+    values[t, e, e'] are episode e′'s baseline values under the fit without episode e: for each e, neither the fit
+    nor anything computed from the other episodes with it depends on episode e's actions. The E fits cost one Gram
+    matrix per episode, subtracted from the task's.
+
+    Args:
+        obs: [T, E, H, obs_dim]; returns, mask: [T, E, H] (as `fit_linear_baseline`; E ≥ 2).
+
+    Returns:
+        values [T, E (left out), E (evaluated), H] in `returns.dtype`, zero at masked steps.
+    """
+    T, E, H = mask.shape
+    if E < 2:
+        raise ValueError("a leave-one-episode-out baseline needs at least 2 episodes per task")
+    feats = linear_features(obs) * mask.to(torch.float64).unsqueeze(-1)  # [T, E, H, F]
+    y = (returns.to(torch.float64) * mask).unsqueeze(-1)
+    values = torch.empty(T, E, E, H, dtype=torch.float64, device=obs.device)
+    for t in range(T):  # one task at a time: E Gram matrices of F × F (F = 214 on Ant) stay small
+        gram_e = feats[t].transpose(1, 2) @ feats[t]  # [E, F, F]
+        rhs_e = feats[t].transpose(1, 2) @ y[t]  # [E, F, 1]
+        coef = _ridge(gram_e.sum(0) - gram_e, rhs_e.sum(0) - rhs_e, reg)  # [E, F, 1], each fit without its episode
+        values[t] = torch.einsum("bhf,efo->ebh", feats[t], coef)
+    return values.to(returns.dtype) * mask[:, None]
+
+
+def cross_fitted_advantages(
+    obs: Tensor, rew: Tensor, mask: Tensor, weight: Tensor, gamma: float, lam: float, baseline: bool = True,
+    normalize: bool = True, eps: float = 1e-8,
+) -> tuple[Tensor, Tensor]:
+    """GAE advantages whose baseline and normalisation never see the episode they are applied to.
+
+    Episode e gets the baseline fitted on the task's other episodes (`linear_baseline_without_each`), and is
+    standardised by the weighted mean and standard deviation of the *other* episodes' advantages computed with that
+    same baseline: nothing applied to episode e depends on its actions, so every order of a score-function estimator
+    stays unbiased (a fit on the same batch biases the meta-gradient by O(1/E); issue 16). Normalising then scales
+    episode e's contribution by 1/σ_e, independent of it: in expectation the step is E[1/σ_e] times the raw one.
+
+    Args:
+        obs: [T, E, H, obs_dim]; rew, mask, weight: [T, E, H] (`step_weights`); E ≥ 2.
+        gamma, lam: discount and GAE λ.
+        baseline: fit the linear baseline (else none).
+        normalize: standardise as above (else the raw advantages; σ = 1).
+        eps: added to σ.
+
+    Returns:
+        (advantages [T, E, H], zero at masked steps; σ_e [T, E, 1], the standard deviation episode e was divided by).
+    """
+    T, E, H = mask.shape
+    if E < 2:
+        raise ValueError("cross-fitted advantages need at least 2 episodes per task")
+    if baseline:
+        values = linear_baseline_without_each(obs, discounted_returns(rew, mask, gamma), mask)
+    else:
+        values = torch.zeros(T, E, E, H, dtype=rew.dtype, device=rew.device)
+    pairs = gae(rew[:, None].expand_as(values), values, mask[:, None].expand_as(values), gamma, lam)  # [T, e, e', H]
+    own = pairs.diagonal(dim1=1, dim2=2).permute(0, 2, 1)  # [T, E, H]: each episode with its own cross-fit
+    if not normalize:
+        return own, torch.ones(T, E, 1, dtype=rew.dtype, device=rew.device)
+    others = weight[:, None] * (1 - torch.eye(E, dtype=weight.dtype, device=weight.device))[None, :, :, None]
+    w = others / others.sum((2, 3), keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny)
+    mean = (pairs * w).sum((2, 3))[..., None]  # [T, E, 1]
+    std = ((pairs - mean[..., None]).square() * w).sum((2, 3))[..., None].sqrt()
+    return (own - mean) / (std + eps) * (weight > 0), std + eps
+
+
+def _ridge(gram: Tensor, rhs: Tensor, reg: float) -> Tensor:
+    """(gram + reg·I)⁻¹ rhs for a batch of symmetric PSD systems [..., F, F], [..., F, 1]; the ridge grows ×10 until
+    Cholesky succeeds and the solution is finite (zeros after 8 tries)."""
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     coef = torch.zeros_like(rhs)
     for _ in range(8):
-        # Cholesky, not LU: the Gram matrix is symmetric PSD, and on Ant (features of contact forces that are always
-        # zero, episodes that end early: rank 144 of 214) MKL's batched LU failed outright at the paper's batch
-        # ("Pivots given to lu_solve ...") where Cholesky with the ridge term succeeds; `_ex` reports, never raises
+        # Cholesky, not LU: on Ant (features of contact forces that are always zero, episodes that end early: rank
+        # 144 of 214) MKL's batched LU failed outright at the paper's batch ("Pivots given to lu_solve ...") where
+        # Cholesky with the ridge term succeeds; `_ex` reports, never raises
         factor, info = torch.linalg.cholesky_ex(gram + reg * eye)
         if bool((info == 0).all()):
             coef = torch.cholesky_solve(rhs, factor)
             if bool(torch.isfinite(coef).all()):
                 break
         reg *= 10.0
-    values = (feats @ coef.unsqueeze(1)).squeeze(-1)
-    return values.to(returns.dtype) * mask
+    return coef
 
 
 def step_weights(mask: Tensor, average: str = "steps") -> Tensor:
@@ -138,6 +211,19 @@ def normalized_weights(weight: Tensor, dims: tuple[int, ...] = (-2, -1)) -> Tens
     return weight / weight.sum(dims, keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny)
 
 
+def normalization_stats(adv: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Weighted mean and standard deviation of each task's advantages over its steps, [T, 1, ..., 1].
+
+    Args:
+        adv: [T, ...] advantages.
+        weight: [T, ...] step weights (`step_weights`).
+    """
+    dims = tuple(range(1, adv.dim()))
+    w = normalized_weights(weight, dims)
+    mean = (adv * w).sum(dims, keepdim=True)
+    return mean, ((adv - mean).square() * w).sum(dims, keepdim=True).sqrt()
+
+
 def normalize_advantages(adv: Tensor, weight: Tensor, eps: float = 1e-8) -> Tensor:
     """Standardise advantages per task: zero weighted mean and unit weighted variance over its steps (rllab
     `center_adv`, pytorch-maml-rl `weighted_normalize`).
@@ -150,8 +236,5 @@ def normalize_advantages(adv: Tensor, weight: Tensor, eps: float = 1e-8) -> Tens
     Returns:
         [T, ...], zero where the weight is zero.
     """
-    dims = tuple(range(1, adv.dim()))
-    w = normalized_weights(weight, dims)
-    mean = (adv * w).sum(dims, keepdim=True)
-    var = ((adv - mean).square() * w).sum(dims, keepdim=True)
-    return (adv - mean) / (var.sqrt() + eps) * (weight > 0)
+    mean, std = normalization_stats(adv, weight)
+    return (adv - mean) / (std + eps) * (weight > 0)

@@ -124,6 +124,52 @@ def test_a1_naive_surrogate_hessian_is_biased(family: metarl.TaskFamily) -> None
     assert z[:2, :2].abs().min() > 20, z  # the whole μμ block is wrong
 
 
+# ----------------------------------------------------------------------------------------------- A1 at the defaults
+def baseline_jacobian_deviation(family: metarl.TaskFamily, goal: float, cross_fit: bool, chunks: int,
+                                per_chunk: int) -> torch.Tensor:
+    """dθ′/dθ − I − α·c·∇²V/H per chunk, [chunks, 3, 3], with the linear baseline and normalised advantages.
+
+    Each chunk is one task row of `per_chunk` episodes. Normalising episode e by a standard deviation σ_e that does
+    not depend on its own actions scales its expected Hessian: E[dθ′/dθ] = I + α·E[1/σ_e]·∇²V/H, with c the chunk's
+    mean of 1/σ_e (whose expectation is E[1/σ_e]), so the deviation has mean zero exactly when the baseline and the
+    normalisation are fitted without the episode they are applied to."""
+    from metarl.returns import cross_fitted_advantages, normalization_stats
+
+    policy = OpenLoopGaussian(MU, math.log(SIGMA))
+    params = params_of(policy)
+    batch = Sampler(family).sample(policy, params, goal_tasks(goal, chunks), per_chunk,
+                                   torch.Generator().manual_seed(int(goal * 10) + 11))
+    data = prepare(batch, gamma=1.0, baseline="linear", normalize=True, cross_fit=cross_fit)
+    if cross_fit:  # σ_e of each episode: [chunks, E, 1]
+        _, std = cross_fitted_advantages(batch.obs, batch.rew, batch.mask, data.weight, 1.0, 1.0)
+    else:
+        raw = prepare(batch, gamma=1.0, baseline="linear", normalize=False)
+        std = normalization_stats(raw.adv, raw.weight)[1] + 1e-8
+    scale = (1.0 / std).mean((1, 2))  # c per chunk
+
+    def step(theta: torch.Tensor) -> torch.Tensor:
+        return per_task_flat(inner_step(policy, unflatten(theta, params), data, ALPHA, "dice"))
+
+    theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
+    closed = ALPHA * hess_value(theta, goal) / H
+    return jacfwd(step)(flatten(params)) - torch.eye(3, dtype=torch.float64) - scale[:, None, None] * closed
+
+
+@pytest.mark.parametrize("goal", [0.0, 2.0])
+def test_a1_unbiased_at_the_training_defaults_with_cross_fitting(family: metarl.TaskFamily, goal: float) -> None:
+    """With the linear baseline and normalisation on (E = 20), cross-fitted: E[dθ′/dθ] = I + α·E[1/σ]·∇²V/H."""
+    z = zscore(baseline_jacobian_deviation(family, goal, True, chunks=3000, per_chunk=20),
+               torch.zeros(3, 3, dtype=torch.float64))
+    assert z.abs().max() < 5, z
+
+
+def test_a1_same_batch_baseline_and_normalisation_are_biased(family: metarl.TaskFamily) -> None:
+    """Fitted on the same episodes they weigh (the old default), they bias the Jacobian by O(1/E) (issue 16)."""
+    z = zscore(baseline_jacobian_deviation(family, 2.0, False, chunks=3000, per_chunk=20),
+               torch.zeros(3, 3, dtype=torch.float64))
+    assert z.abs().max() > 6, z
+
+
 # ----------------------------------------------------------------------------------------------- check B
 def chunked_meta_gradients(
     family: metarl.TaskFamily, cfg: MAMLConfig, reps: int, chunks: int, seed: int

@@ -43,7 +43,7 @@ from metarl.estimators import (
 from metarl.logger import Logger
 from metarl.optim import adam_ascent
 from metarl.policies import Params, PolicyOutput, forward, num_stacked, stack
-from metarl.sampler import Sampler, SamplerProtocol
+from metarl.sampler import Batch, Sampler, SamplerProtocol
 from metarl.training import OnIteration, TrainState, iterate, start
 from metarl.trpo import ObjectiveProblem, TRPOConfig, TrustRegionProblem, flatten, kl_hvp, trpo_step, unflatten
 
@@ -78,6 +78,10 @@ class MAMLConfig:
     """state-value baseline: rllab's linear feature baseline refit per task, or none (raw returns)"""
     normalize_advantages: bool = True
     """standardise advantages per task (rllab center_adv; the papers' step sizes assume it)"""
+    cross_fit: bool = False
+    """fit each episode's baseline and advantage normalisation on its task's other episodes (leave one out), so that
+    they do not depend on the actions they weigh: the meta-gradient of an unbiased estimator then stays unbiased with
+    the baseline and normalisation on (fitting on the same batch biases it by O(1/E))"""
     average: Literal["steps", "episodes"] = "steps"
     """how a task's surrogates, KL and advantage normalisation weigh its steps: every step the same (unbiased) or
     every episode the same over its own valid steps (pytorch-maml-rl; biased: short episodes weigh more)"""
@@ -119,6 +123,7 @@ class MAMLConfig:
              "curvature_subsample needs kl_hvp gauss-newton"),
             (self.average in ("steps", "episodes"), "average must be 'steps' or 'episodes'"),
             (self.derivatives in ("fused", "autograd"), "derivatives must be 'fused' or 'autograd'"),
+            (not self.cross_fit or self.episodes_per_task >= 2, "cross_fit needs episodes_per_task >= 2"),
             (self.average == "steps" or self.estimator != "emaml",
              "estimator emaml needs average steps (its score term is derived for the per-step average)"),
         ]
@@ -184,6 +189,11 @@ def adapt(
     return params
 
 
+def prepare_batch(batch: Batch, cfg: MAMLConfig) -> TaskData:
+    """Advantages and step weights of a sampled batch with `cfg`'s baseline, GAE, normalisation and averaging."""
+    return prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages, cfg.average, cfg.cross_fit)
+
+
 def adapted_values(
     policy: nn.Module, params: Params, data: TaskData, lr: float, cfg: MAMLConfig
 ) -> Params:
@@ -215,7 +225,7 @@ def adaptation_returns(
     for lr in step_sizes:
         batch = sampler.sample(policy, adapted, tasks, episodes, generator)
         returns.append(batch.returns)
-        data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages, cfg.average)
+        data = prepare_batch(batch, cfg)
         adapted = adapted_values(policy, adapted, data, lr, cfg)
     returns.append(sampler.sample(policy, adapted, tasks, episodes, generator).returns)
     return torch.stack(returns)
@@ -264,13 +274,13 @@ def collect(
     adapted = params
     for lr in cfg.step_sizes:
         batch = sampler.sample(policy, adapted, tasks, E, generator)
-        data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages, cfg.average)
+        data = prepare_batch(batch, cfg)
         pre.append(data)
         returns.append(float(batch.returns.mean()))
         adapted = adapted_values(policy, adapted, data, lr, cfg)
         path.append(adapted)
     batch = sampler.sample(policy, adapted, tasks, E, generator)
-    post = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages, cfg.average)
+    post = prepare_batch(batch, cfg)
     returns.append(float(batch.returns.mean()))
     with torch.no_grad():
         old = forward(policy, adapted, post.obs)
