@@ -349,8 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_command(name: str, rest: list[str]) -> int:
     from metarl.config import ConfigError
-    from metarl.driver import Interrupted
-    from metarl.runs import RunDirError
+    from metarl.runs import Interrupted, RunDirError
     from metarl.storage import StorageError
     from metarl.training import NonFiniteError
 

@@ -19,7 +19,6 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,16 +29,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from metarl import registry
 from metarl.logger import RunLogger
 from metarl.policies import Params
-from metarl.runs import (
+from metarl.runs import (  # noqa: F401  (OpenedRun, open_run, find_algorithm: re-exported for scripts)
     FORMAT_VERSION,
+    Interrupted,
+    OpenedRun,
     RunDirError,
     atomic_write_bytes,
-    check_checkpoint,
-    check_same_config,
     config_to_dict,
-    load_checkpoint,
+    find_algorithm,
     metrics_before,
     new_run_dir,
+    open_run,
+    read_checkpoint,
     read_run,
     remove_stale_temp_files,
     save_checkpoint,
@@ -174,9 +175,8 @@ class _PendingLog:
 
     def flush(self, extra: dict[str, float] | None = None) -> None:
         if self.pending is not None:
-            step, metrics = self.pending
+            (step, metrics), self.pending = self.pending, None  # a failed write is not retried by `close`
             self.sink.log(step, {**metrics, **(extra or {})})
-            self.pending = None
 
     def close(self) -> None:
         try:
@@ -236,86 +236,8 @@ def summary(metrics: dict[str, float]) -> str:
     return "  ".join(parts)
 
 
-def find_algorithm(name: str) -> Algorithm:
-    """The row for `name` in `ALGORITHMS` or the baselines' table (`metarl.baselines.BASELINES`)."""
-    from metarl.algos import ALGORITHMS
-    from metarl.baselines import BASELINES
-
-    table = {**ALGORITHMS, **BASELINES}
-    if name not in table:
-        raise RunDirError(f"unknown algorithm {name!r}; this metarl has {', '.join(table)}")
-    return table[name]
-
-
-@dataclass(frozen=True)
-class OpenedRun:
-    """A run directory read and checked: its config, family, a policy built from the config, one checkpoint."""
-
-    run_dir: Path
-    algo: str
-    algorithm: Algorithm
-    cfg: Any
-    spec: registry.FamilySpec
-    family: TaskFamily
-    policy: nn.Module
-    checkpoint: Path
-    payload: dict[str, Any]
-
-    @property
-    def params(self) -> Params:
-        return self.payload["state"]["params"]
-
-
-def open_run(run_dir: Path, checkpoint: str = "checkpoint.pt") -> OpenedRun:
-    """Read and check `run_dir` and its `checkpoint`; raises `RunDirError` (one line) on anything unusable: a config
-    that is not strictly valid or differs from the checkpoint's (run.iterations and other `RUN_ONLY` fields may)."""
-    from metarl.config import ConfigError, config_from_dict
-
-    run_dir = Path(run_dir)
-    config, spec = read_run(run_dir)
-    algorithm = find_algorithm(config["algo"])
-    try:
-        cfg = config_from_dict(algorithm.config_type, config["config"])
-    except ConfigError as err:
-        raise RunDirError(f"{run_dir / 'config.json'} does not hold a valid {config['algo']} config: {err}") from None
-    if cfg.family != spec.id:
-        raise RunDirError(f"{run_dir}: config.json trains {cfg.family} but family.json is {spec.id}")
-    try:
-        family = registry.make(spec)
-    except ImportError as err:  # a user's family: its module must be importable
-        raise RunDirError(f"cannot build family {spec.id} of {run_dir} ({err}); import its module first") from None
-    except (TypeError, ValueError) as err:  # kwargs the family refuses (a hand-edited family.json)
-        raise RunDirError(f"{run_dir / 'family.json'}: family {spec.id} refuses its kwargs ({err})") from None
-    policy = algorithm.build_policy(cfg, family)
-    opened = OpenedRun(run_dir, config["algo"], algorithm, cfg, spec, family, policy, run_dir / checkpoint, {})
-    return dataclasses.replace(opened, payload=read_checkpoint(opened, opened.checkpoint))
-
-
-def read_checkpoint(run: OpenedRun, path: Path) -> dict[str, Any]:
-    """The checkpoint at `path`, checked against `run`: algorithm, family, parameter shapes, finite parameters, and
-    a config equal to the run's (RUN_ONLY fields aside)."""
-    from metarl.config import ConfigError, config_from_dict
-
-    payload = load_checkpoint(path)
-    check_checkpoint(payload, path, run.algo, run.spec, run.policy)
-    try:
-        saved = config_from_dict(run.algorithm.config_type, payload.get("config"))
-    except ConfigError as err:
-        raise RunDirError(f"{path} is corrupt (its config: {err})") from None
-    check_same_config(config_to_dict(run.cfg), config_to_dict(saved), run.run_dir / "config.json", path)
-    return payload
-
-
 Inform = Callable[[str], None]
 """Where the driver reports what it did besides training (e.g. stale temporary files it removed)."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped a command; `message` says what was kept and how to continue."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def run(algo_name: str, cfg: Any, resume_dir: Path | None = None, quiet: bool = False,
@@ -360,7 +282,7 @@ def resume(run_dir: Path, algo_name: str | None = None, quiet: bool = False,
     if not run_dir.is_dir():
         read_run(run_dir)  # raises: says whether it is missing or a file
     with contextlib.ExitStack() as stack:
-        lock: Lock = acquire(run_dir, f"metarl train --resume {run_dir}")
+        lock: Lock = acquire(run_dir, resume_command(algo_name or "", run_dir))
         (hold or stack).callback(lock.release)
         opened = open_run(run_dir)
         if algo_name is not None and opened.algo != algo_name:

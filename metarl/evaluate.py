@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from metarl.config import SEED_RANGE
 from metarl.family import TaskFamily, index_tasks, num_tasks, tasks_to_dict
 from metarl.policies import Params, num_stacked
-from metarl.runs import FORMAT_VERSION, finite_json_bytes, remove_stale_temp_files
+from metarl.runs import FORMAT_VERSION, Interrupted, finite_json_bytes, open_run, remove_stale_temp_files
 from metarl.sampler import Batch, Sampler
 
 Progressor = Callable[[int, str], None]
@@ -277,7 +277,6 @@ def evaluate_run(args: EvalArgs, label: str | None = None,
     """`metarl eval`: lock and open the run (checked), evaluate, then write eval.json / eval.csv / eval.png as one set
     (and video). `on_result` sees the outcome before anything is written: a result that cannot be saved (a full
     disk) has been shown. Raises `NonFiniteError` when a return is NaN/Inf (nothing written)."""
-    from metarl.driver import Interrupted, open_run
     from metarl.storage import locked
     from metarl.training import NonFiniteError
 

@@ -23,12 +23,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from metarl import registry
 from metarl.registry import FamilySpec
 from metarl.storage import Lock, create_directory, remove_stale_sets, storage_errors
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from metarl.algos import Algorithm
+    from metarl.family import TaskFamily
+    from metarl.policies import Params
 
 FORMAT_VERSION = 1
 """Bumped when the run-directory layout or checkpoint contents change incompatibly."""
@@ -276,3 +284,86 @@ def _first_disorder(iterations: list[int]) -> str:
         if value != i:
             return f"record {i + 1} is iteration {value}"
     return f"{len(iterations)} records"
+
+
+# ----------------------------------------------------------------------------------------------- opening a run
+def find_algorithm(name: str) -> Algorithm:
+    """The row for `name` in `ALGORITHMS` or the baselines' table (`metarl.baselines.BASELINES`)."""
+    from metarl.algos import ALGORITHMS
+    from metarl.baselines import BASELINES
+
+    table = {**ALGORITHMS, **BASELINES}
+    if name not in table:
+        raise RunDirError(f"unknown algorithm {name!r}; this metarl has {', '.join(table)}")
+    return table[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedRun:
+    """A run directory read and checked: its config, family, a policy built from the config, one checkpoint."""
+
+    run_dir: Path
+    algo: str
+    algorithm: Algorithm
+    cfg: Any
+    spec: registry.FamilySpec
+    family: TaskFamily
+    policy: nn.Module
+    checkpoint: Path
+    payload: dict[str, Any]
+
+    @property
+    def params(self) -> Params:
+        return self.payload["state"]["params"]
+
+
+def open_run(run_dir: Path, checkpoint: str = "checkpoint.pt") -> OpenedRun:
+    """Read and check `run_dir` and its `checkpoint`; raises `RunDirError` (one line) on anything unusable: a config
+    that is not strictly valid or differs from the checkpoint's (run.iterations and other `RUN_ONLY` fields may)."""
+    from metarl.config import ConfigError, config_from_dict
+
+    run_dir = Path(run_dir)
+    config, spec = read_run(run_dir)
+    algorithm = find_algorithm(config["algo"])
+    try:
+        cfg = config_from_dict(algorithm.config_type, config["config"])
+    except ConfigError as err:
+        raise RunDirError(f"{run_dir / 'config.json'} does not hold a valid {config['algo']} config: {err}") from None
+    if cfg.family != spec.id:
+        raise RunDirError(f"{run_dir}: config.json trains {cfg.family} but family.json is {spec.id}")
+    try:
+        family = registry.make(spec)
+    except ImportError as err:  # a user's family: its module must be importable
+        raise RunDirError(f"cannot build family {spec.id} of {run_dir} ({err}); import its module first") from None
+    except (TypeError, ValueError) as err:  # kwargs the family refuses (a hand-edited family.json)
+        raise RunDirError(f"{run_dir / 'family.json'}: family {spec.id} refuses its kwargs ({err})") from None
+    policy = algorithm.build_policy(cfg, family)
+    if checkpoint == "checkpoint.pt" and not (run_dir / checkpoint).exists():
+        raise RunDirError(f"{run_dir / checkpoint} is missing: nothing to continue from (a run directory made by this "
+                          "metarl has one from iteration 0 on; an older metarl wrote its first after "
+                          "run.checkpoint_every iterations): start the run again")
+    opened = OpenedRun(run_dir, config["algo"], algorithm, cfg, spec, family, policy, run_dir / checkpoint, {})
+    return dataclasses.replace(opened, payload=read_checkpoint(opened, opened.checkpoint))
+
+
+def read_checkpoint(run: OpenedRun, path: Path) -> dict[str, Any]:
+    """The checkpoint at `path`, checked against `run`: algorithm, family, parameter shapes, finite parameters, and
+    a config equal to the run's (RUN_ONLY fields aside)."""
+    from metarl.config import ConfigError, config_from_dict
+
+    payload = load_checkpoint(path)
+    check_checkpoint(payload, path, run.algo, run.spec, run.policy)
+    try:
+        saved = config_from_dict(run.algorithm.config_type, payload.get("config"))
+    except ConfigError as err:
+        raise RunDirError(f"{path} is corrupt (its config: {err})") from None
+    check_same_config(config_to_dict(run.cfg), config_to_dict(saved), run.run_dir / "config.json", path)
+    return payload
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a command; `message` says what was kept and how to continue."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

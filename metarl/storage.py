@@ -159,8 +159,9 @@ def acquire(directory: Path, command: str) -> Lock:
         if current:
             break
         os.close(fd)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {command} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+    with contextlib.suppress(OSError):  # who holds it is for messages only (a full disk may refuse the bytes)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {command} {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
     _HELD[key] = Lock(directory, fd, key)
     return _HELD[key]
 
