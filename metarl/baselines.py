@@ -33,7 +33,7 @@ from metarl.estimators import mean_kl, outer_objective, prepare
 from metarl.family import TaskFamily, index_tasks, num_tasks
 from metarl.logger import Logger
 from metarl.optim import adam_ascent
-from metarl.policies import GaussianMLP, Params, PolicyOutput, forward
+from metarl.policies import ACTIVATIONS, GaussianMLP, Params, PolicyOutput, forward
 from metarl.registry import FamilySpec
 from metarl.sampler import Sampler, SamplerProtocol
 from metarl.training import OnIteration, TrainState, iterate, start
@@ -152,7 +152,8 @@ def _joint_update(policy: nn.Module, params: Params, data: Any, cfg: MAMLConfig,
         out = forward(policy, params, data.obs)
     old = PolicyOutput(out.mean.detach(), None if out.log_std is None else out.log_std.detach())
     if cfg.outer == "trpo":
-        result = trpo_step(lambda p: joint_objective(policy, p, data, old), params, cfg.trpo)
+        objective = lambda p: joint_objective(policy, p, data, old)  # noqa: E731
+        result = trpo_step(maml.joint_problem(policy, params, data, old, objective), params, cfg.trpo)
         return result.params, None, {"outer/kl": result.kl, "outer/step_fraction": result.step_fraction,
                                      "outer/grad_norm": result.grad_norm}
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
@@ -212,7 +213,7 @@ def _ppo_model(cfg: MAMLConfig, family: TaskFamily, task: Any, policy: GaussianM
 
     n_steps = episodes * family.horizon
     env = gymnasium.wrappers.TimeLimit(TaskEnv(family, task=task), max_episode_steps=family.horizon)
-    activation = {"relu": nn.ReLU, "tanh": nn.Tanh}[cfg.policy.activation]
+    activation = ACTIVATIONS[cfg.policy.activation]  # our modules: SB3's actor computes exactly our policy
     with _global_rng_kept():
         model = PPO("MlpPolicy", env, n_steps=n_steps, batch_size=max(d for d in range(1, 65) if n_steps % d == 0),
                     gamma=cfg.gamma, seed=seed, device="cpu", verbose=0,

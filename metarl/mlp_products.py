@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from metarl.policies import GaussianMLP, Params
+from metarl.policies import GaussianMLP, Params, Tanh, fast_tanh
 
-ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh"}
+ACTIVATIONS = {nn.ReLU: "relu", Tanh: "tanh", nn.Tanh: "tanh"}
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def record(weights: list[Tensor], biases: list[Tensor], activation: str, obs: Te
                 x = torch.relu(x)
                 slopes.append((x > 0).to(x.dtype))
             else:
-                x = torch.tanh(x)
+                x = fast_tanh(x)
                 slopes.append(1 - x.square())
             acts.append(x)
     return Tape(list(weights), acts, slopes, x, activation)

@@ -23,8 +23,27 @@ Layer = Callable[[Tensor], Tensor]
 """One step of an MLP's forward pass with its parameters bound (a linear layer or an activation)."""
 
 LOG_2PI = math.log(2.0 * math.pi)
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
-_ACTIVATION_FNS: dict[type[nn.Module], Layer] = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh}
+
+
+def fast_tanh(x: Tensor) -> Tensor:
+    """tanh(x) as 2σ(2x) − 1: torch's CPU tanh is several times slower than its sigmoid (one thread: 199 vs 49 µs on
+    a rollout step's [20, 20, 64], 3.2 vs 0.8 ms on a [4, 2000, 64] chunk of the update; it was a third of
+    PointNav's training time). Equal to torch.tanh within 2e-7 in float32 and 4e-16 in float64. In place on its one
+    intermediate unless autograd records the call."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return 2.0 * torch.sigmoid(2.0 * x) - 1.0
+    return (x * 2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
+class Tanh(nn.Module):
+    """The policies' tanh layer (`fast_tanh`); no parameters, so checkpoints of `nn.Tanh` networks load unchanged."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return fast_tanh(x)
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": Tanh}
+_ACTIVATION_FNS: dict[type[nn.Module], Layer] = {nn.ReLU: torch.relu, Tanh: fast_tanh, nn.Tanh: torch.tanh}
 """What each activation module's forward computes (`forward_fn` calls the function, skipping the module call)."""
 
 
