@@ -268,7 +268,7 @@ def run(algo_name: str, cfg: Any, resume_dir: Path | None = None, quiet: bool = 
         for path in remove_abandoned_staging(Path(cfg.run.runs_dir)):
             _say(inform, f"removed {path}: a run directory whose creation was killed")
         run_dir, lock = new_run_dir(cfg.run.runs_dir, cfg.family, algo_name, cfg.run.seed, fill,
-                                    f"metarl train {algo_name}")
+                                    command_of(algo_name))
         (hold or stack).callback(lock.release)
         _train(algo, algo_name, cfg, run_dir, spec, None, None, quiet, saved_iteration=0)
     return run_dir
@@ -308,20 +308,34 @@ def _say(inform: Inform | None, message: str) -> None:
 def _train(algo: Algorithm, algo_name: str, cfg: Any, run_dir: Path, spec: registry.FamilySpec,
            state: TrainState | None, best: dict[str, float] | None, quiet: bool, saved_iteration: int) -> None:
     """Iterations from `state` (None: the start) to `cfg.run.iterations` in `run_dir`, which this process has locked.
-    An interrupt or a full disk ends with one line that names the checkpoint and the resume command."""
+    An interrupt (Ctrl-C, SIGTERM) or a storage error ends with one line that names the checkpoint and the resume
+    command."""
     family = registry.make(spec)
     policy = algo.build_policy(cfg, family)
+    checkpointer = Checkpointer(run_dir, algo_name, cfg, spec, policy, cfg.run.checkpoint_every, cfg.run.iterations,
+                                best, saved_iteration=saved_iteration)
+    try:
+        _iterate(algo, algo_name, cfg, run_dir, family, policy, state, checkpointer, quiet)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{_kept(run_dir, checkpointer)}; `{resume_command(algo_name, run_dir)}` continues") \
+            from None
+    except StorageError as err:
+        raise StorageError(f"{err}; {_kept(run_dir, checkpointer)}: fix that, then "
+                           f"`{resume_command(algo_name, run_dir)}` continues") from None
+
+
+def _iterate(algo: Algorithm, algo_name: str, cfg: Any, run_dir: Path, family: TaskFamily, policy: nn.Module,
+             state: TrainState | None, checkpointer: Checkpointer, quiet: bool) -> None:
     validate = Validator(algo, cfg, family, policy) if _validates(algo, cfg) else None
     sink = RunLogger(run_dir, tensorboard=cfg.run.tensorboard, hparams=flat_config(cfg),
                      purge_step=None if state is None else state.iteration)
+    checkpointer.sync = sink.sync
     log = _PendingLog(sink)
-    checkpointer = Checkpointer(run_dir, algo_name, cfg, spec, policy, cfg.run.checkpoint_every, cfg.run.iterations,
-                                best, sync=sink.sync, saved_iteration=saved_iteration)
-    start = 0 if state is None else state.iteration
-    plain = None if quiet or sys.stdout.isatty() else PlainProgress(f"{algo_name} {cfg.family}", start,
+    first = 0 if state is None else state.iteration
+    plain = None if quiet or sys.stdout.isatty() else PlainProgress(f"{algo_name} {cfg.family}", first,
                                                                     cfg.run.iterations)
     with progress_bar(cfg.run.iterations) as bar:
-        task = bar.add_task(f"{algo_name} {cfg.family}", total=cfg.run.iterations, completed=start, status="",
+        task = bar.add_task(f"{algo_name} {cfg.family}", total=cfg.run.iterations, completed=first, status="",
                             visible=not quiet and plain is None)
 
         def on_iteration(s: TrainState, metrics: dict[str, float]) -> None:
@@ -335,27 +349,28 @@ def _train(algo: Algorithm, algo_name: str, cfg: Any, run_dir: Path, spec: regis
                 plain(s.iteration, {**metrics, **extra})
 
         try:
-            try:
-                final = algo.train(cfg, log, on_iteration, state)
-                if isinstance(final, TrainState) and checkpointer.saved_iteration != final.iteration:
-                    checkpointer.save_last(final)  # e.g. --run.iterations 0: the initial policy (random-init baseline)
-            finally:
-                log.close()
-        except KeyboardInterrupt:
-            raise Interrupted(f"{_kept(run_dir, checkpointer)}; `{resume_command(algo_name, run_dir)}` continues") \
-                from None
-        except StorageError as err:
-            raise StorageError(f"{err}; {_kept(run_dir, checkpointer)}: fix that, then "
-                               f"`{resume_command(algo_name, run_dir)}` continues") from None
+            final = algo.train(cfg, log, on_iteration, state)
+            if isinstance(final, TrainState) and checkpointer.saved_iteration != final.iteration:
+                checkpointer.save_last(final)
+        finally:
+            log.close()
 
 
 def _kept(run_dir: Path, checkpointer: Checkpointer) -> str:
     return f"{run_dir / 'checkpoint.pt'} holds iteration {checkpointer.saved_iteration}"
 
 
-def resume_command(algo_name: str, run_dir: Path) -> str:
+def command_of(algo_name: str) -> str:
+    """The command that trains `algo_name`: "metarl train maml", "metarl baseline random"."""
     if algo_name.startswith("baseline-"):
-        return f"metarl baseline {algo_name.removeprefix('baseline-')} --resume {run_dir}"
+        return f"metarl baseline {algo_name.removeprefix('baseline-')}"
+    return f"metarl train {algo_name}"
+
+
+def resume_command(algo_name: str, run_dir: Path) -> str:
+    """The command that continues `run_dir` (`algo_name` "": unknown yet)."""
+    if algo_name.startswith("baseline-"):
+        return f"{command_of(algo_name)} --resume {run_dir}"
     return f"metarl train --resume {run_dir}"
 
 

@@ -235,11 +235,16 @@ def _claim(parent: Path, name: str, staging: Path) -> Path:
     raise StorageError(f"cannot create a run directory in {parent}: {name} and 10000 suffixes are taken")
 
 
-def remove_abandoned_staging(parent: Path) -> list[Path]:
-    """Staging directories of creations killed before their rename (their lock is free): removed; returns them."""
+def remove_abandoned_staging(parent: Path, min_age: float = 60.0) -> list[Path]:
+    """Staging directories of creations killed before their rename: removed; returns them. One is abandoned when its
+    lock is free and it is older than `min_age` seconds (a creation that has made its directory but not yet locked
+    it is young)."""
     removed = []
     for path in sorted(Path(parent).glob(f".*{STAGING_SUFFIX}")):
-        if not path.is_dir() or path.is_symlink():
+        try:
+            if not path.is_dir() or path.is_symlink() or time.time() - path.stat().st_mtime < min_age:
+                continue
+        except OSError:
             continue
         try:
             with locked(path, "cleanup"):

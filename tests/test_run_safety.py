@@ -210,9 +210,12 @@ def test_an_abandoned_creation_is_removed_by_the_next_run(tmp_path: Path, capsys
     staging = runs / f".PointNav-v0__maml__0__1.abc{storage.STAGING_SUFFIX}"
     staging.mkdir(parents=True)
     (staging / "config.json").write_text("{}")
+    young = runs / f".PointNav-v0__maml__0__2.def{storage.STAGING_SUFFIX}"  # being created: not yet locked
+    young.mkdir()
+    os.utime(staging, (time.time() - 120, time.time() - 120))
     assert main(train_argv(runs, "--run.iterations", "0")) == 0
     assert f"removed {staging}" in capsys.readouterr().out
-    assert [p.name for p in runs.iterdir()] == [only_run(runs).name]
+    assert sorted(p.name for p in runs.iterdir()) == sorted([young.name, only_visible(runs).name])
 
 
 # ----------------------------------------------------------------------------------------------- 3, 6. metrics
