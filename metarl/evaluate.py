@@ -285,25 +285,27 @@ def evaluate_run(args: EvalArgs, label: str | None = None,
     with locked(args.run_dir, f"metarl eval {args.run_dir}"):
         name = "best.pt" if args.checkpoint == "best" and (args.run_dir / "best.pt").is_file() else "checkpoint.pt"
         run = open_run(args.run_dir, name)
+        written = "nothing was written"
         try:
             outcome = _evaluate_opened(run, args, name, label)
-        except KeyboardInterrupt:
-            raise Interrupted(f"nothing was written to {args.run_dir} (an earlier evaluation there is unchanged)") \
-                from None
-        bad = _non_finite_steps(outcome.result)
-        if bad:
-            raise NonFiniteError(f"{run.spec.id}: the returns after adaptation step(s) {bad} are NaN/Inf (the family's "
-                                 f"rewards or the adapted policy are not finite); nothing was written")
-        if on_result is not None:
-            on_result(outcome)
-        outcome.notes += [f"removed {p.name}: left by an evaluation that was killed"
-                          for p in remove_stale_temp_files(args.run_dir)]
-        outcome.paths = write_eval(args.run_dir, outcome.record, outcome.result)
-        if args.video:
-            from metarl.video import record_videos
+            bad = _non_finite_steps(outcome.result)
+            if bad:
+                raise NonFiniteError(f"{run.spec.id}: the returns after adaptation step(s) {bad} are NaN/Inf (the "
+                                     "family's rewards or the adapted policy are not finite); nothing was written")
+            if on_result is not None:
+                on_result(outcome)
+            written = "eval.json, eval.csv and eval.png are the earlier set or the new one, whole"
+            outcome.notes += [f"removed {p.name}: left by a write that was killed"
+                              for p in remove_stale_temp_files(args.run_dir)]
+            outcome.paths = write_eval(args.run_dir, outcome.record, outcome.result)
+            if args.video:
+                from metarl.video import record_videos
 
-            outcome.notes.append(record_videos(run.family, run.policy, run.params, outcome.result,
-                                               args.run_dir / "video", args.video_tasks))
+                written = "the evaluation is written; the video may be incomplete"
+                outcome.notes.append(record_videos(run.family, run.policy, run.params, outcome.result,
+                                                   args.run_dir / "video", args.video_tasks))
+        except KeyboardInterrupt:
+            raise Interrupted(f"evaluation of {args.run_dir} stopped: {written}") from None
     return outcome
 
 
