@@ -88,7 +88,7 @@ class RunConfig:
             raise ValueError(f"run.seed must be in [{SEED_RANGE[0]}, {SEED_RANGE[1]}] (torch's 64-bit seeds), got "
                              f"{self.seed}")
         for key, value in self.family_kwargs.items():
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+            if not _finite_number(value):
                 raise ValueError(f"run.family_kwargs {key} must be a finite number, got {value!r}")
         if self.iterations < 0:
             raise ValueError(f"run.iterations must be >= 0, got {self.iterations}")
@@ -99,6 +99,16 @@ class RunConfig:
         if self.validate_every < 0 or self.validation_tasks < 1:
             raise ValueError(f"run.validate_every must be >= 0 and run.validation_tasks >= 1, got "
                              f"{self.validate_every}, {self.validation_tasks}")
+
+
+def _finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
 
 
 SEED_RANGE = (-(2**63), 2**64 - 1)
@@ -185,7 +195,10 @@ def _typed(value: Any, hint: Any, name: str) -> Any:
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float range
+            raise ConfigError(f"{name} must be a finite number, got {_show(value)}") from None
     if hint is str and isinstance(value, str):
         return value
     if hint in (bool, int, float, str, type(None)):

@@ -311,6 +311,7 @@ CONFIG_DAMAGES = {
     "family-kwargs-inf": (set_run(family_kwargs={"high": float("inf")}), "run.family_kwargs"),
     "inner-lr-string": (lambda c: c.update(inner_lr="0.1"), "inner_lr must be a number"),
     "inner-lr-nan": (lambda c: c.update(inner_lr=float("nan")), "inner_lr"),
+    "inner-lr-10**400": (lambda c: c.update(inner_lr=10**400), "inner_lr must be a finite number"),
     "init-std-inf": (lambda c: c["policy"].update(init_std=1e999), "policy.init_std must be finite"),
     "policy-not-object": (lambda c: c.update(policy=3), "policy must be a JSON object"),
     "unknown-key": (lambda c: c.update(foo=1), "unknown MAMLConfig fields ['foo']"),
@@ -339,6 +340,7 @@ def test_a_bad_config_is_refused_and_nothing_changes(checkpointed: Path, tmp_pat
 def test_a_longer_run_and_other_run_only_fields_may_change(checkpointed: Path, tmp_path: Path) -> None:
     run_dir = Path(shutil.copytree(checkpointed, tmp_path / checkpointed.name))
     edit_config(set_run(iterations=4, checkpoint_every=1, threads=1, runs_dir="elsewhere"))(run_dir)
+    edit_config(lambda c: c.pop("kl_hvp"))(run_dir)  # a config.json from before a field existed: its default
     assert main(["train", "--resume", str(run_dir)]) == 0
     assert [r["iteration"] for r in read_metrics(run_dir)] == [0, 1, 2, 3]
 
