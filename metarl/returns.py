@@ -149,11 +149,15 @@ def cross_fitted_advantages(
     T, E, H = mask.shape
     if E < 2:
         raise ValueError("cross-fitted advantages need at least 2 episodes per task")
+    returns = discounted_returns(rew, mask, gamma)
     if baseline:
-        values = linear_baseline_without_each(obs, discounted_returns(rew, mask, gamma), mask)
+        values = linear_baseline_without_each(obs, returns, mask)
     else:
         values = torch.zeros(T, E, E, H, dtype=rew.dtype, device=rew.device)
-    pairs = gae(rew[:, None].expand_as(values), values, mask[:, None].expand_as(values), gamma, lam)  # [T, e, e', H]
+    if lam == 1.0:  # GAE(λ = 1) telescopes to R_t − V(s_t): no loop over the E² episode pairs
+        pairs = (returns[:, None] - values) * mask[:, None]  # [T, e, e', H]
+    else:
+        pairs = gae(rew[:, None].expand_as(values), values, mask[:, None].expand_as(values), gamma, lam)
     own = pairs.diagonal(dim1=1, dim2=2).permute(0, 2, 1)  # [T, E, H]: each episode with its own cross-fit
     if not normalize:
         return own, torch.ones(T, E, 1, dtype=rew.dtype, device=rew.device)

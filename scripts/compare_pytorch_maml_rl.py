@@ -101,6 +101,7 @@ def main() -> None:
 
     port = import_port(args.port)
     cfg = apply_overrides(M.MAMLConfig(), {**M.PRESETS["pytorch-maml-rl-point"], "estimator": "naive",
+                                           "cross_fit": False,  # the port fits its baseline on the same batch
                                            "average": args.average})
     family = metarl.make(cfg.family)
     torch.manual_seed(args.seed)

@@ -139,7 +139,8 @@ def test_ppo_baseline_end_to_end_and_deterministic(tmp_path: Path) -> None:
     records = []
     for name in ("a", "b"):
         runs = tmp_path / name
-        assert main(["baseline", "ppo", "--preset", "fast", "--episodes-per-task", "1", "--policy.hidden", "8", "8",
+        assert main(["baseline", "ppo", "--preset", "fast", "--episodes-per-task", "1", "--no-cross-fit",
+                     "--policy.hidden", "8", "8",
                      "--run.no-tensorboard", "--run.runs-dir", str(runs), "--eval-tasks", "2", "--eval-steps",
                      "2"]) == 0
         records.append(json.loads((next(runs.glob("*")) / "eval.json").read_text()))

@@ -163,8 +163,8 @@ def test_video_renders_with_egl(tmp_path: Path) -> None:
         pytest.skip("no EGL OpenGL context on this machine")
     runs = tmp_path / "runs"
     assert main(["train", "maml", "--family", "HalfCheetahVel-v0", "--run.family-kwargs", "horizon", "20",
-                 "--meta-batch-size", "2", "--episodes-per-task", "1", "--policy.hidden", "8", "--run.iterations",
-                 "0", "--run.no-tensorboard", "--run.runs-dir", str(runs)]) == 0
+                 "--meta-batch-size", "2", "--episodes-per-task", "1", "--no-cross-fit", "--policy.hidden", "8",
+                 "--run.iterations", "0", "--run.no-tensorboard", "--run.runs-dir", str(runs)]) == 0
     (run_dir,) = runs.glob("*")
     result = subprocess.run([sys.executable, "-m", "metarl", "eval", str(run_dir), "--tasks", "2", "--steps", "1",
                              "--episodes", "1", "--video", "--quiet"], env=env, capture_output=True, text=True)

@@ -78,10 +78,11 @@ class MAMLConfig:
     """state-value baseline: rllab's linear feature baseline refit per task, or none (raw returns)"""
     normalize_advantages: bool = True
     """standardise advantages per task (rllab center_adv; the papers' step sizes assume it)"""
-    cross_fit: bool = False
+    cross_fit: bool = True
     """fit each episode's baseline and advantage normalisation on its task's other episodes (leave one out), so that
     they do not depend on the actions they weigh: the meta-gradient of an unbiased estimator then stays unbiased with
-    the baseline and normalisation on (fitting on the same batch biases it by O(1/E))"""
+    the baseline and normalisation on (fitting on the same batch, as rllab and pytorch-maml-rl do, biases it by
+    O(1/E)); --no-cross-fit restores the same-batch fit"""
     average: Literal["steps", "episodes"] = "steps"
     """how a task's surrogates, KL and advantage normalisation weigh its steps: every step the same (unbiased) or
     every episode the same over its own valid steps (pytorch-maml-rl; biased: short episodes weigh more)"""
@@ -123,7 +124,9 @@ class MAMLConfig:
              "curvature_subsample needs kl_hvp gauss-newton"),
             (self.average in ("steps", "episodes"), "average must be 'steps' or 'episodes'"),
             (self.derivatives in ("fused", "autograd"), "derivatives must be 'fused' or 'autograd'"),
-            (not self.cross_fit or self.episodes_per_task >= 2, "cross_fit needs episodes_per_task >= 2"),
+            (not self.cross_fit or self.episodes_per_task >= 2,
+             "cross_fit (the default) fits each episode's baseline on the others: it needs episodes_per_task >= 2; "
+             "pass --no-cross-fit for one episode per task"),
             (self.average == "steps" or self.estimator != "emaml",
              "estimator emaml needs average steps (its score term is derived for the per-step average)"),
         ]
@@ -190,8 +193,10 @@ def adapt(
 
 
 def prepare_batch(batch: Batch, cfg: MAMLConfig) -> TaskData:
-    """Advantages and step weights of a sampled batch with `cfg`'s baseline, GAE, normalisation and averaging."""
-    return prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages, cfg.average, cfg.cross_fit)
+    """Advantages and step weights of a sampled batch with `cfg`'s baseline, GAE, normalisation and averaging.
+    Cross-fitting needs another episode to fit on: an evaluation with one episode per step fits on the same one."""
+    cross_fit = cfg.cross_fit and batch.mask.shape[1] >= 2
+    return prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages, cfg.average, cross_fit)
 
 
 def adapted_values(
