@@ -1,0 +1,98 @@
+"""The estimator learning study: post-adaptation return per estimator over seeds, into docs/results/estimators.json.
+
+PointNav-v0 (pytorch-maml-rl's configuration, the preset as it ships): each (estimator, seed) is one
+`scripts/bench_pointnav.py --iterations 500 --evaluate` run (400 held-out tasks, return after one step α = 0.1). Its
+JSON line is kept in `--logs` as `pointnav_<estimator>_s<seed>.json`, so an interrupted study resumes where it stopped
+and runs made elsewhere (e.g. in parallel, pinned to a core) are reused. HalfCheetahVel-v0 (the MAML paper's preset):
+training runs named with `--cheetah ESTIMATOR=RUN_DIR`, compared at the same iteration (`--cheetah-iterations`) by the
+mean post-adaptation return of their last 10 training iterations.
+
+    python scripts/estimator_study.py --estimators dice,lvc --seeds 0,1,2,3,4
+    python scripts/estimator_study.py --no-run --cheetah lvc=runs/HalfCheetahVel-v0__maml__0__<time>
+
+The JSON: {"PointNav-v0": {"<estimator>": {"post_mean", "post_sd", "seeds", "per_seed"}}, "HalfCheetahVel-v0":
+{...}, "default": "<estimator>"}; the last line printed is the same object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from metarl.algos.maml import MAMLConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pointnav_result(estimator: str, seed: int, logs: Path, iterations: int, run: bool) -> dict | None:
+    path = logs / f"pointnav_{estimator}_s{seed}.json"
+    if not path.exists():
+        if not run:
+            return None
+        out = subprocess.run([sys.executable, str(ROOT / "scripts/bench_pointnav.py"), "--iterations", str(iterations),
+                              "--evaluate", "--seed", str(seed), "--estimator", estimator],
+                             check=True, capture_output=True, text=True).stdout
+        path.write_text(out.strip().splitlines()[-1] + "\n")
+    return json.loads(path.read_text())
+
+
+def summary(values: dict[int, float]) -> dict[str, object]:
+    post = list(values.values())
+    return {"post_mean": statistics.mean(post), "post_sd": statistics.stdev(post) if len(post) > 1 else None,
+            "seeds": sorted(values), "per_seed": {str(k): v for k, v in sorted(values.items())}}
+
+
+def cheetah_result(run_dir: Path, iterations: int) -> float:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = [r for r in records if r["iteration"] < iterations]
+    if len(records) < iterations:
+        raise SystemExit(f"{run_dir} has {len(records)} iterations, fewer than {iterations}")
+    post = [k for k in records[0] if k.startswith("meta/return_post_")]
+    return statistics.mean(r[post[-1]] for r in records[-10:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--estimators", default="dice,lvc")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--logs", type=Path, default=Path("runs/estimator-study"))
+    parser.add_argument("--no-run", action="store_true", help="only collect results that exist")
+    parser.add_argument("--cheetah", action="append", default=[], metavar="ESTIMATOR=RUN_DIR")
+    parser.add_argument("--cheetah-iterations", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/estimators.json")
+    args = parser.parse_args()
+    args.logs.mkdir(parents=True, exist_ok=True)
+    study: dict[str, object] = {}
+    pointnav = {}
+    for estimator in args.estimators.split(","):
+        values = {}
+        for seed in map(int, args.seeds.split(",")):
+            result = pointnav_result(estimator, seed, args.logs, args.iterations, not args.no_run)
+            if result is not None:
+                values[seed] = result["return_post_1"]
+                print(f"PointNav {estimator} seed {seed}: {result['return_pre']:.2f} -> {result['return_post_1']:.2f}",
+                      flush=True)
+        if values:
+            pointnav[estimator] = summary(values)
+    study["PointNav-v0"] = pointnav
+    cheetah: dict[str, dict[int, float]] = {}
+    for entry in args.cheetah:
+        estimator, _, run_dir = entry.partition("=")
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+        seed = int(config.get("config", config)["run"]["seed"])
+        cheetah.setdefault(estimator, {})[seed] = cheetah_result(Path(run_dir), args.cheetah_iterations)
+    study["HalfCheetahVel-v0"] = {k: {**summary(v), "iterations": args.cheetah_iterations} for k, v in cheetah.items()}
+    study["default"] = next(f.default for f in fields(MAMLConfig) if f.name == "estimator")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(study, indent=1) + "\n")
+    print(json.dumps(study))
+
+
+if __name__ == "__main__":
+    main()
