@@ -14,6 +14,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
+from metarl.camera import Camera
 from metarl.family import MujocoFamily, check_range, random_sign, uniform
 from metarl.registry import FamilySpec
 from metarl.sim import Simulator
@@ -85,6 +86,7 @@ class CheetahFamily(MujocoFamily):
 
     xml: ClassVar[Path] = ASSETS / "half_cheetah.xml"
     obs_skip: ClassVar[int] = 1
+    camera: ClassVar[Camera] = Camera(name="track")  # the MJCF's camera following the centre of mass, 3 m aside
 
     def __init__(self, spec: FamilySpec, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1) -> None:
         super().__init__(spec, reset_noise_scale=reset_noise_scale)
@@ -109,6 +111,7 @@ class AntFamily(MujocoFamily):
 
     xml: ClassVar[Path] = ASSETS / "ant.xml"
     obs_skip: ClassVar[int] = 2
+    camera: ClassVar[Camera] = Camera(name="track")  # the MJCF's camera following the centre of mass, 3 m aside
     persistent: ClassVar[bool] = True
     healthy_z: ClassVar[tuple[float, float]] = (0.2, 1.0)
 

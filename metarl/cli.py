@@ -10,6 +10,10 @@ Commands:
     sample          roll out a random policy on a family and report env-steps/s
     demo            the README's main job: a short MAML run on PointNav-v0, then `eval`
 
+Every command takes `--import-modules MOD[,MOD…]`: modules to import first, which may register their own task
+families (so do `METARL_IMPORT=MOD[,MOD…]` in the environment and the `metarl.families` entry points of installed
+packages; modules in the current directory are importable, as with `python -m`).
+
 Each command's flags come from a frozen dataclass through tyro: field docstrings are the `--help` text.
 """
 
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import os
 import signal
 import sys
 import time
@@ -27,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import tyro
-from rich.console import Console
 from rich.markup import escape as rich_escape
 from rich.table import Table
 
-from metarl import registry
+from metarl import plugins, registry
+from metarl.console import PipeConsole, counted, print_table
 from metarl.demo import DemoArgs
 from metarl.evaluate import EvalArgs
 from metarl.plots import PlotArgs
@@ -39,7 +45,7 @@ from metarl.plots import PlotArgs
 if TYPE_CHECKING:
     from metarl.algos import Algorithm
 
-console = Console()
+console = PipeConsole()
 
 
 class UserError(Exception):
@@ -51,14 +57,15 @@ class UserError(Exception):
 class FamiliesArgs:
     """List the registered task families."""
 
-    import_modules: tuple[str, ...] = ()
-    """modules to import first (they may register their own families), e.g. my_pkg.families"""
+    json: bool = False
+    """one JSON list (id, entry point, horizon, kwargs, task parameter, reference, obs and act dims) for scripts"""
 
 
 def families_table() -> Table:
     """The registry as a table: id, task parameter and distribution, horizon, obs/act dims, reference."""
     table = Table(title="metarl task families")
-    for column in ("id", "task parameter", "H", "obs", "act", "reference"):
+    table.add_column("id", no_wrap=True)  # an id is copied into commands: never broken across lines
+    for column in ("task parameter", "H", "obs", "act", "reference"):
         table.add_column(column, overflow="fold")
     for spec in registry.registered():
         family = registry.make(spec.id)
@@ -66,19 +73,20 @@ def families_table() -> Table:
     return table
 
 
+def families_json() -> list[dict[str, Any]]:
+    """What `metarl families --json` prints: every registered spec with its family's observation/action sizes."""
+    rows = []
+    for spec in registry.registered():
+        family = registry.make(spec.id)
+        rows.append({**dataclasses.asdict(spec), "obs_dim": family.obs_dim, "act_dim": family.act_dim})
+    return rows
+
+
 def run_families(args: FamiliesArgs) -> None:
-    _import_modules(args.import_modules)
-    console.print(families_table())
-
-
-def _import_modules(modules: Sequence[str]) -> None:
-    import importlib
-
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise UserError(f"cannot import {name!r}: {err}") from None
+    if args.json:
+        sys.stdout.write(json.dumps(families_json(), indent=2) + "\n")
+    else:
+        print_table(families_table(), console)
 
 
 # ----------------------------------------------------------------------------------------------- sample
@@ -162,13 +170,22 @@ def parse_config(name: str, algo: Algorithm, args: list[str], prog: str) -> Any:
     if preset is not None and preset not in algo.presets:
         raise UserError(f"unknown preset {preset!r} for {name}; presets: {', '.join(algo.presets)}")
     base = apply_overrides(algo.config_type(), {**(algo.presets[preset] if preset else {}), **algo.defaults})
-    description = f"{algo.summary}.\nPresets (--preset NAME, then flags override): {', '.join(algo.presets)}"
+    description = (f"{algo.summary}.\n\n"
+                   f"--preset NAME    start from a preset, then flags override it: {', '.join(algo.presets)}\n"
+                   f"--resume RUN_DIR continue a run with its saved config (only {', '.join(RESUME_FLAGS)} may be "
+                   "given with it: e.g. extend a finished run with --run.iterations N)\n"
+                   f"{IMPORT_HELP}")
     try:
         cfg = tyro.cli(algo.config_type, default=base, args=args, prog=prog, description=description)
         check_finite(cfg)
     except ValueError as err:  # a config invariant (__post_init__) rejected a flag value
         raise UserError(str(err)) from None
     return cfg
+
+
+IMPORT_HELP = (f"{plugins.FLAG} MOD[,MOD…]  modules to import first, which may register task families (also "
+               f"{plugins.ENV_VAR}=MOD[,MOD…], `{plugins.ENTRY_POINT_GROUP}` entry points, the current directory)")
+"""The line every command's --help adds for the flag `main` handles for all of them."""
 
 
 def _pop_flag(args: list[str], flag: str) -> tuple[str | None, list[str]]:
@@ -183,32 +200,55 @@ def _pop_flag(args: list[str], flag: str) -> tuple[str | None, list[str]]:
     return None, args
 
 
+RESUME_FLAGS = ("--run.iterations", "--run.checkpoint-every", "--run.threads", "--run.tensorboard",
+                "--run.no-tensorboard")
+"""Flags `--resume` takes (driver.RESUME_OVERRIDES): `--resume RUN --run.iterations N` extends a run."""
+
+
 def _resume(name: str | None, run_dir: Path, args: list[str], hold: contextlib.ExitStack | None = None) -> Path:
     from metarl import driver
 
-    if args:
-        raise UserError(f"--resume continues a run with its saved config; drop the other flags ({' '.join(args)})")
-    driver.resume(run_dir, name, hold=hold, inform=_inform)
+    driver.resume(run_dir, name, hold=hold, inform=_inform, overrides=resume_overrides(args))
     console.print(f"run directory: {run_dir}", soft_wrap=True)
     return run_dir
 
 
+def resume_overrides(args: list[str]) -> dict[str, Any]:
+    """`RESUME_FLAGS` in args -> {"run.iterations": 20, ...}; any other argument is refused in one line."""
+    overrides: dict[str, Any] = {}
+    for flag in ("--run.iterations", "--run.checkpoint-every", "--run.threads"):
+        for spelling in (flag, "--" + flag[2:].replace("-", "_")):
+            value, args = _pop_flag(args, spelling)
+            if value is not None:
+                overrides[flag.removeprefix("--").replace("-", "_")] = _int(flag, value)
+    for flag, on in (("--run.tensorboard", True), ("--run.no-tensorboard", False)):
+        if flag in args:
+            args = [a for a in args if a != flag]
+            overrides["run.tensorboard"] = on
+    if args:
+        raise UserError(f"--resume continues a run with its saved config; drop the other flags ({' '.join(args)}); "
+                        f"only {', '.join(RESUME_FLAGS)} may be given with it")
+    return overrides
+
+
 # ----------------------------------------------------------------------------------------------- eval, plot
 def run_eval(args: EvalArgs) -> Path:
-    """`metarl eval RUN_DIR`: evaluate, print the pre/post table, write eval.json/.csv/.png; returns the PNG path."""
+    """`metarl eval RUN_DIR`: evaluate, print the pre/post table, write eval-<protocol>.json/.csv/.png (and the
+    latest as eval.json/.csv/.png); returns the PNG path."""
     from metarl.evaluate import EvalOutcome, eval_table, evaluate_run
 
     def show(outcome: EvalOutcome) -> None:  # before the files are written: a full disk cannot hide the result
         console.print(describe(outcome.record), soft_wrap=True)
-        console.print(eval_table(outcome.result.stats))
+        print_table(eval_table(outcome.result.stats), console)
 
     try:
         outcome = evaluate_run(args, on_result=show)
     except ValueError as err:  # RunDirError, or an option the run's algorithm cannot honour
         raise UserError(str(err)) from None
     for note in outcome.notes:
-        console.print(note, soft_wrap=True)
-    console.print(f"results: {outcome.paths['json']}, {outcome.paths['csv']}", soft_wrap=True)
+        console.print(note, soft_wrap=True, markup=False, highlight=False)
+    console.print(f"results: {outcome.paths['json']}, {outcome.paths['csv']} (the latest also as eval.json, "
+                  "eval.csv, eval.png)", soft_wrap=True)
     console.print(f"adaptation curve: {outcome.paths['png']}", soft_wrap=True)
     return outcome.paths["png"]
 
@@ -216,8 +256,8 @@ def run_eval(args: EvalArgs) -> Path:
 def describe(record: dict[str, Any]) -> str:
     """One line: what was evaluated, how."""
     p = record["protocol"]
-    return (f"{record['label']}: {p['tasks']} test tasks (seed {p['seed']}), {p['episodes']} episodes per step, "
-            f"{p['checkpoint']} of iteration {p['iteration']}")
+    return (f"{record['label']}: {counted(p['tasks'], 'test task')} (seed {p['seed']}), "
+            f"{counted(p['episodes'], 'episode')} per step, {p['checkpoint']} at iteration {p['iteration']}")
 
 
 def run_demo(args: DemoArgs) -> Path:
@@ -334,8 +374,27 @@ def _sigterm_as_interrupt() -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `metarl` console script; returns the exit status (2: bad input, 1: training failed,
-    130/143: interrupted by Ctrl-C/SIGTERM)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    130/143: interrupted by Ctrl-C/SIGTERM, 141: the reader of stdout went away, e.g. `| head`)."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:  # `metarl families | head`: the reader has what it wanted; no traceback (issue 13)
+        _stdout_to_devnull()
+        return 141  # 128 + SIGPIPE, what a shell reports for a process killed by the broken pipe
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of the buffered rest does not raise again
+    (the recipe of Python's signal module documentation)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # stdout is not a file (captured): nothing will be flushed there
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         console.print(__doc__, markup=False, highlight=False, soft_wrap=True)  # "[flags]" is not rich markup
         return 0 if argv else 2
@@ -354,13 +413,14 @@ def _run_command(name: str, rest: list[str]) -> int:
     from metarl.training import NonFiniteError
 
     try:
+        rest = plugins.load_for_command(rest)  # --import-modules, METARL_IMPORT, the current directory
         if name in RAW_COMMANDS:
             RAW_COMMANDS[name](rest)
         else:
             args_type, run = COMMANDS[name]
             run(_parse(args_type, rest, f"metarl {name}"))
     except (UserError, RunDirError, ConfigError, StorageError, registry.UnknownFamilyError,
-            registry.FamilyKwargsError) as err:
+            registry.FamilyKwargsError, plugins.PluginError) as err:
         _error(str(err))  # one line, however long: greppable, copyable
         return 2
     except NonFiniteError as err:
@@ -381,7 +441,8 @@ def _error(message: str) -> None:
 
 
 def _parse(args_type: type, args: Sequence[str], prog: str) -> Any:
+    description = f"{(args_type.__doc__ or '').strip()}\n\n{IMPORT_HELP}"
     try:
-        return tyro.cli(args_type, args=list(args), prog=prog)
+        return tyro.cli(args_type, args=list(args), prog=prog, description=description)
     except ValueError as err:  # __post_init__ rejected a value
         raise UserError(str(err)) from None

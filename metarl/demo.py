@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from metarl.console import counted, print_table
 from metarl.evaluate import EvalArgs, EvalOutcome, StepStats
 
 
@@ -70,7 +71,7 @@ def demo(args: DemoArgs, console: Console) -> Path:
     baseline_cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, iterations=0))
     random_dir = driver.run("baseline-random", baseline_cfg, quiet=True)
     random = evaluate_run(dataclasses.replace(eval_args, run_dir=random_dir))
-    console.print(comparison_table({"MAML": maml, "random init": random}))
+    print_table(comparison_table({"MAML": maml, "random init": random}), console)
     compare = plot_runs(PlotArgs((run_dir, random_dir), out=run_dir / "compare.png"))
     console.print(f"results: {maml.paths['json']}", soft_wrap=True)
     console.print(f"adaptation curve: {maml.paths['png']}", soft_wrap=True)
@@ -83,7 +84,8 @@ def comparison_table(outcomes: dict[str, EvalOutcome]) -> Table:
     from step 0."""
     first = next(iter(outcomes.values()))
     p = first.record["protocol"]
-    table = Table(title=f"average return on {p['tasks']} test tasks, {p['episodes']} episodes per step")
+    table = Table(title=f"average return on {counted(p['tasks'], 'test task')}, {counted(p['episodes'], 'episode')} "
+                        "per step")
     table.add_column("step", justify="right")
     table.add_column("step size", justify="right")
     for label in outcomes:

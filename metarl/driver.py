@@ -31,6 +31,7 @@ from metarl.logger import RunLogger
 from metarl.policies import Params
 from metarl.runs import (  # noqa: F401  (OpenedRun, open_run, find_algorithm: re-exported for scripts)
     FORMAT_VERSION,
+    RUN_ONLY,
     Interrupted,
     OpenedRun,
     RunDirError,
@@ -44,6 +45,7 @@ from metarl.runs import (  # noqa: F401  (OpenedRun, open_run, find_algorithm: r
     read_run,
     remove_stale_temp_files,
     save_checkpoint,
+    write_config,
     write_run_files,
 )
 from metarl.storage import Lock, StorageError, acquire, remove_abandoned_staging
@@ -85,6 +87,7 @@ def checkpoint_payload(algo: str, cfg: Any, spec: registry.FamilySpec, policy: t
         "policy_state": {k: v.clone() for k, v in policy.state_dict().items()},
         "state": dataclasses.asdict(state),
         "best": best,
+        "records_from": 1,  # metrics.jsonl numbers iterations from 1 (a checkpoint without it: from 0, before issue 13)
     }
 
 
@@ -162,8 +165,13 @@ class Validator:
 
 
 class _PendingLog:
-    """Holds an algorithm's record of iteration i until the driver has added its validation metrics
-    (`on_iteration`), then writes it; `close` writes anything left."""
+    """Holds an algorithm's record of an iteration until the driver has added its validation metrics
+    (`on_iteration`), then writes it; `close` writes anything left.
+
+    Iterations are numbered from 1 in every output (issue 13): record i is the i-th iteration, and checkpoint.pt,
+    best.pt, validation and progress of "iteration i" hold or show the parameters after it (`TrainState.iteration`
+    counts the iterations done); iteration 0 is the initial policy. The algorithms' loop logs its 0-based loop index,
+    so the record is written as index + 1."""
 
     def __init__(self, sink: RunLogger) -> None:
         self.sink = sink
@@ -171,7 +179,7 @@ class _PendingLog:
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.flush()
-        self.pending = (step, dict(metrics))
+        self.pending = (step + 1, dict(metrics))
 
     def flush(self, extra: dict[str, float] | None = None) -> None:
         if self.pending is not None:
@@ -275,9 +283,12 @@ def run(algo_name: str, cfg: Any, resume_dir: Path | None = None, quiet: bool = 
 
 
 def resume(run_dir: Path, algo_name: str | None = None, quiet: bool = False,
-           hold: contextlib.ExitStack | None = None, inform: Inform | None = None) -> Path:
+           hold: contextlib.ExitStack | None = None, inform: Inform | None = None,
+           overrides: dict[str, Any] | None = None) -> Path:
     """Continue the run in `run_dir` with its saved config (`metarl train ALGO --resume RUN_DIR`), under its lock;
-    everything is checked before anything in the directory changes."""
+    everything is checked before anything in the directory changes. `overrides`: `RESUME_OVERRIDES` fields to change
+    first, e.g. {"run.iterations": 20} extends a run (written to config.json). Says where it resumes, or that
+    there is nothing to do when the checkpoint is at run.iterations already."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         read_run(run_dir)  # raises: says whether it is missing or a file
@@ -289,15 +300,62 @@ def resume(run_dir: Path, algo_name: str | None = None, quiet: bool = False,
             raise RunDirError(f"{run_dir} was trained with {opened.algo!r}, not {algo_name!r}")
         if (run_dir / "best.pt").exists():  # best.pt is what eval reads: it must be usable too
             read_checkpoint(opened, run_dir / "best.pt")
+        cfg = with_overrides(opened.cfg, overrides or {})
         state = state_from_checkpoint(opened.payload)
-        kept = metrics_before(run_dir / "metrics.jsonl", state.iteration)
+        kept = metrics_before(run_dir / "metrics.jsonl", state.iteration,
+                              from_zero="records_from" not in opened.payload)
+        if cfg != opened.cfg:
+            write_config(run_dir, opened.algo, cfg)
+            _say(inform, "config.json: " + ", ".join(f"{k} {flat_config(opened.cfg)[k]!r} -> {v!r}"
+                                                     for k, v in (overrides or {}).items()))
+        done = state.iteration >= cfg.run.iterations
         for path in remove_stale_temp_files(run_dir):
             _say(inform, f"removed {path.name}: left by a write that was killed")
-        if kept is not None:
-            atomic_write_bytes(run_dir / "metrics.jsonl", kept)  # drops the records after the checkpoint
-        _train(opened.algorithm, opened.algo, opened.cfg, run_dir, opened.spec, state, opened.payload.get("best"),
+        # drop the records after the checkpoint (recomputed); an old run's records are renumbered only if it trains
+        # on (its checkpoint then says so)
+        if kept is not None and not (done and "records_from" not in opened.payload):
+            if kept != (run_dir / "metrics.jsonl").read_bytes():
+                atomic_write_bytes(run_dir / "metrics.jsonl", kept)
+        if done:
+            _say(inform, nothing_to_do(opened.algo, run_dir, state.iteration, cfg.run.iterations))
+            return run_dir
+        _say(inform, f"resuming {run_dir} from checkpoint.pt at iteration {state.iteration}"
+                     f"{' (the initial policy)' if state.iteration == 0 else ''}: iterations "
+                     f"{state.iteration + 1}-{cfg.run.iterations} to go")
+        _train(opened.algorithm, opened.algo, cfg, run_dir, opened.spec, state, opened.payload.get("best"),
                quiet, saved_iteration=state.iteration)
     return run_dir
+
+
+RESUME_OVERRIDES = ("run.iterations", "run.checkpoint_every", "run.tensorboard", "run.threads")
+"""What `--resume RUN_DIR` may change, as flags: fields that do not change what an iteration computes (`RUN_ONLY`),
+so the resumed run still equals an uninterrupted run of its new length."""
+assert set(RESUME_OVERRIDES) <= set(RUN_ONLY)
+
+
+def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """`cfg` with `RESUME_OVERRIDES` fields replaced; a `ConfigError` for any other field or a refused value."""
+    from metarl.config import ConfigError, apply_overrides, check_finite
+
+    other = sorted(set(overrides) - set(RESUME_OVERRIDES))
+    if other:
+        raise ConfigError(f"a resumed run keeps its config: {', '.join(other)} cannot change (only "
+                          f"{', '.join(RESUME_OVERRIDES)} can)")
+    try:
+        new = apply_overrides(cfg, overrides)
+        check_finite(new)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    return new
+
+
+def nothing_to_do(algo_name: str, run_dir: Path, iteration: int, iterations: int) -> str:
+    """The line for a resume of a run whose checkpoint is at (or past) run.iterations."""
+    what = "nothing to train" if algo_name.startswith("baseline-") else "nothing to do"
+    done = (f"it has finished its {iterations} iterations" if iteration == iterations
+            else f"its checkpoint.pt is at iteration {iteration}, past run.iterations {iterations}")
+    return f"{what}: {run_dir} is complete ({done}); `{resume_command(algo_name, run_dir)} --run.iterations N` " \
+           f"with N > {iteration} trains it further"
 
 
 def _say(inform: Inform | None, message: str) -> None:
@@ -328,7 +386,7 @@ def _iterate(algo: Algorithm, algo_name: str, cfg: Any, run_dir: Path, family: T
              state: TrainState | None, checkpointer: Checkpointer, quiet: bool) -> None:
     validate = Validator(algo, cfg, family, policy) if _validates(algo, cfg) else None
     sink = RunLogger(run_dir, tensorboard=cfg.run.tensorboard, hparams=flat_config(cfg),
-                     purge_step=None if state is None else state.iteration)
+                     purge_step=None if state is None else state.iteration + 1)  # records are numbered from 1
     checkpointer.sync = sink.sync
     log = _PendingLog(sink)
     first = 0 if state is None else state.iteration
@@ -357,7 +415,8 @@ def _iterate(algo: Algorithm, algo_name: str, cfg: Any, run_dir: Path, family: T
 
 
 def _kept(run_dir: Path, checkpointer: Checkpointer) -> str:
-    return f"{run_dir / 'checkpoint.pt'} holds iteration {checkpointer.saved_iteration}"
+    initial = " (the initial policy)" if checkpointer.saved_iteration == 0 else ""
+    return f"{run_dir / 'checkpoint.pt'} holds iteration {checkpointer.saved_iteration}{initial}"
 
 
 def command_of(algo_name: str) -> str:

@@ -6,14 +6,18 @@ and α/2 afterwards (`Algorithm.eval_step_sizes`), E fresh episodes per step. Th
 stream (`stream_seed(seed, "test")`), which neither training nor validation ever draws from; every run evaluated with
 the same `--seed` (default: the run's seed) sees the same tasks, so algorithms and baselines compare task by task.
 
-`metarl eval RUN_DIR` writes into the run directory:
-- `eval.json`: protocol, task parameters, per-step mean / standard error / 95% CI over tasks, per-task returns
+`metarl eval RUN_DIR` writes into the run directory, under a name that says the protocol (`eval_name`, e.g.
+`eval-T40-E10-k3`; `--out NAME` chooses another):
+- `<name>.json`: protocol, task parameters, per-step mean / standard error / 95% CI over tasks, per-task returns
   [k+1][T] (mean over E) and the raw episode returns [k+1][T][E];
-- `eval.csv`: one row per (step, task);
-- `eval.png`: the adaptation curve (mean ± 95% CI per step).
-The three are one set, replaced at once (symlinks into `.eval.<id>/`, `storage.publish_files`): a kill or a full disk
-leaves the previous set whole. The options are checked before anything runs, the command holds the run directory's
-lock, and returns that are not finite are reported instead of written.
+- `<name>.csv`: one row per (step, task);
+- `<name>.png`: the adaptation curve (mean ± 95% CI per step);
+and the same three as `eval.json`, `eval.csv`, `eval.png`: the latest evaluation. Each set of three is replaced at
+once (symlinks into `.<name>.<id>/`, `storage.publish_files`): a kill or a full disk leaves the previous set whole.
+An evaluation never replaces a different earlier one silently (issue 13): the same name with the same checkpoint and
+protocol is the same evaluation again; with another checkpoint (a run trained further) it is refused unless
+`--replace`. The options are checked before anything runs, the command holds the run directory's lock, and returns
+that are not finite are reported instead of written.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import csv
 import hashlib
 import io
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +43,16 @@ from torch import Tensor, nn
 from metarl.config import SEED_RANGE
 from metarl.family import TaskFamily, index_tasks, num_tasks, tasks_to_dict
 from metarl.policies import Params, num_stacked
-from metarl.runs import FORMAT_VERSION, Interrupted, finite_json_bytes, open_run, remove_stale_temp_files
+from metarl.runs import (
+    FORMAT_VERSION,
+    Interrupted,
+    RunDirError,
+    finite_json_bytes,
+    open_run,
+    read_json,
+    remove_stale_temp_files,
+    run_label,
+)
 from metarl.sampler import Batch, Sampler
 
 Progressor = Callable[[int, str], None]
@@ -240,6 +254,13 @@ class EvalArgs:
     """render episodes before and after adaptation (MuJoCo families; needs an OpenGL backend, e.g. MUJOCO_GL=egl)"""
     video_tasks: int = 2
     """test tasks to render"""
+    video_camera: str | None = None
+    """a camera of the model by name (e.g. one in your MJCF) instead of the family's own (`MujocoFamily.camera`)"""
+    out: str | None = None
+    """name of the outputs in the run directory: eval-NAME.json/.csv/.png (default: the protocol, e.g.
+    eval-T40-E10-k3)"""
+    replace: bool = False
+    """replace an earlier evaluation of the same name made from another checkpoint (refused otherwise)"""
     quiet: bool = False
     """no progress bar"""
 
@@ -255,10 +276,62 @@ class EvalArgs:
             (not self.step_sizes or len(self.step_sizes) == self.steps,
              f"--step-sizes needs one value per step ({self.steps}), got {len(self.step_sizes)}"),
             (self.chunk_size >= 1 and self.video_tasks >= 1, "--chunk-size and --video-tasks must be >= 1"),
+            (self.out is None or (_NAME_RE.match(self.out) is not None and self.out not in ("eval", "eval-")),
+             f"--out must be a plain name of letters, digits and . _ + - (it names files eval-NAME.json, ...), "
+             f"got {self.out!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+DEFAULT_CHUNK_SIZE = 10
+
+
+def eval_name(protocol: dict[str, Any], out: str | None, default_step_sizes: Sequence[float] | None,
+              run_seed: int) -> str:
+    """The name of an evaluation's files: `eval-<out>`, or the protocol `eval-T<tasks>-E<episodes>-k<steps>` with
+    what else differs from the defaults appended: `-a<step sizes>` (not the algorithm's schedule), `-seed<S>` (not
+    the run's seed), `-last` (`--checkpoint last`), `-c<chunk size>` (the rollout noise is drawn chunk by chunk)."""
+    if out is not None:
+        return out if out.startswith("eval-") else f"eval-{out}"
+    p = protocol
+    parts = [f"T{p['tasks']}", f"E{p['episodes']}", f"k{p['steps']}"]
+    if default_step_sizes is None or [float(a) for a in p["step_sizes"]] != [float(a) for a in default_step_sizes]:
+        parts.append("a" + "_".join(f"{a:g}" for a in p["step_sizes"]))
+    if p["seed"] != run_seed:
+        parts.append(f"seed{p['seed']}")
+    if p.get("requested") == "last":
+        parts.append("last")
+    if p["chunk_size"] != DEFAULT_CHUNK_SIZE:
+        parts.append(f"c{p['chunk_size']}")
+    return "eval-" + "-".join(parts)
+
+
+def check_earlier(run_dir: Path, name: str, protocol: dict[str, Any], replace: bool) -> str | None:
+    """Before evaluating: whether `<name>.json` holds an earlier evaluation this one would replace. None: there is
+    none; a note: it is the same evaluation (same checkpoint, iteration and protocol) again. A different one raises
+    `EvalExistsError` unless `replace` (then the note says what is replaced)."""
+    path = run_dir / f"{name}.json"
+    if not path.exists():
+        return None
+    try:
+        earlier = read_json(path).get("protocol", {})
+        what = f"{earlier['checkpoint']} at iteration {earlier['iteration']}"
+    except (RunDirError, AttributeError, KeyError, TypeError):
+        earlier, what = {}, "something unreadable"
+    if {k: v for k, v in earlier.items() if k in protocol} == protocol:
+        return f"{name}: the same evaluation as before (same checkpoint and protocol), written again"
+    if not replace:
+        raise EvalExistsError(
+            f"{path} holds an earlier evaluation ({what}); this one is of {protocol['checkpoint']} at iteration "
+            f"{protocol['iteration']}: keep both with --out NAME, or replace it with --replace")
+    return f"{name}: replaced the earlier evaluation ({what})"
+
+
+class EvalExistsError(RunDirError):
+    """An evaluation would replace a different earlier one of the same name."""
 
 
 @dataclass
@@ -267,6 +340,8 @@ class EvalOutcome:
 
     result: EvalResult
     record: dict[str, Any]
+    name: str = "eval"
+    """the files' name in the run directory (`eval_name`)"""
     paths: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     """one-line messages for the user (e.g. why there is no video)"""
@@ -283,53 +358,70 @@ def evaluate_run(args: EvalArgs, label: str | None = None,
     if not args.run_dir.is_dir():
         open_run(args.run_dir)  # raises: says whether it is missing or a file
     with locked(args.run_dir, f"metarl eval {args.run_dir}"):
-        name = "best.pt" if args.checkpoint == "best" and (args.run_dir / "best.pt").is_file() else "checkpoint.pt"
-        run = open_run(args.run_dir, name)
+        checkpoint = ("best.pt" if args.checkpoint == "best" and (args.run_dir / "best.pt").is_file()
+                      else "checkpoint.pt")
+        run = open_run(args.run_dir, checkpoint)
+        if args.video and args.video_camera is not None and hasattr(run.family, "model"):
+            from metarl.camera import render_camera
+
+            render_camera(run.family.model, args.video_camera)  # a camera the model lacks: refused before the work
+        protocol, default_sizes = eval_protocol(run, args, checkpoint)
+        name = eval_name({**protocol, "requested": args.checkpoint}, args.out, default_sizes, run.cfg.run.seed)
+        earlier = check_earlier(args.run_dir, name, protocol, args.replace)  # before the work, not after
         written = "nothing was written"
         try:
-            outcome = _evaluate_opened(run, args, name, label)
+            outcome = _evaluate_opened(run, args, protocol, label)
+            outcome.name = name
+            outcome.notes += [earlier] if earlier else []
             bad = _non_finite_steps(outcome.result)
             if bad:
                 raise NonFiniteError(f"{run.spec.id}: the returns after adaptation step(s) {bad} are NaN/Inf (the "
                                      "family's rewards or the adapted policy are not finite); nothing was written")
             if on_result is not None:
                 on_result(outcome)
-            written = "eval.json, eval.csv and eval.png are the earlier set or the new one, whole"
+            written = (f"{name}.json/.csv/.png and eval.json/.csv/.png are each the earlier set or the new one, "
+                       "whole")
             outcome.notes += [f"removed {p.name}: left by a write that was killed"
                               for p in remove_stale_temp_files(args.run_dir)]
-            outcome.paths = write_eval(args.run_dir, outcome.record, outcome.result)
+            outcome.paths = write_eval(args.run_dir, outcome.record, outcome.result, name)
             if args.video:
                 from metarl.video import record_videos
 
                 written = "the evaluation is written; the video may be incomplete"
                 outcome.notes.append(record_videos(run.family, run.policy, run.params, outcome.result,
-                                                   args.run_dir / "video", args.video_tasks))
+                                                   args.run_dir / "video" / name, args.video_tasks,
+                                                   camera=args.video_camera))
         except KeyboardInterrupt:
             raise Interrupted(f"evaluation of {args.run_dir} stopped: {written}") from None
     return outcome
 
 
-def _evaluate_opened(run: Any, args: EvalArgs, name: str, label: str | None) -> EvalOutcome:
+def eval_protocol(run: Any, args: EvalArgs, checkpoint: str) -> tuple[dict[str, Any], tuple[float, ...] | None]:
+    """(eval.json's `protocol`, the algorithm's default step sizes) from the options and the opened run, before
+    anything is evaluated."""
     cfg = run.cfg
     episodes = args.episodes or default_episodes(cfg)
-    if args.step_sizes:
-        step_sizes = args.step_sizes
-    elif run.algorithm.eval_step_sizes is not None:
-        step_sizes = tuple(run.algorithm.eval_step_sizes(cfg, args.steps))
-    else:
+    default = (tuple(run.algorithm.eval_step_sizes(cfg, args.steps)) if run.algorithm.eval_step_sizes is not None
+               else None)
+    step_sizes = args.step_sizes or default
+    if step_sizes is None:
         raise ValueError(f"{run.algo} has no default test-time step sizes; pass --step-sizes")
-    seed = cfg.run.seed if args.seed is None else args.seed
-    with eval_progress(args.tasks, f"eval {run.algo} {run.spec.id}", quiet=args.quiet) as progress:
-        result = evaluate(run.algorithm, cfg, run.family, run.policy, run.params, tasks=args.tasks,
-                          step_sizes=step_sizes, episodes=episodes, seed=seed, chunk_size=args.chunk_size,
-                          progress=progress)
     state = run.payload["state"]
-    record = eval_record(result, run.algo, run.spec.to_json(), label or f"{run.algo} ({run.spec.id})", {
-        "tasks": args.tasks, "steps": args.steps, "episodes": episodes, "step_sizes": list(step_sizes),
-        "seed": seed, "chunk_size": args.chunk_size, "checkpoint": name, "iteration": state["iteration"],
-        "env_steps_trained": state.get("env_steps", 0),
-    })
-    return EvalOutcome(result, record)
+    return {
+        "tasks": args.tasks, "steps": args.steps, "episodes": episodes, "step_sizes": [float(a) for a in step_sizes],
+        "seed": cfg.run.seed if args.seed is None else args.seed, "chunk_size": args.chunk_size,
+        "checkpoint": checkpoint, "iteration": state["iteration"], "env_steps_trained": state.get("env_steps", 0),
+    }, default
+
+
+def _evaluate_opened(run: Any, args: EvalArgs, protocol: dict[str, Any], label: str | None) -> EvalOutcome:
+    p = protocol
+    with eval_progress(args.tasks, f"eval {run.algo} {run.spec.id}", quiet=args.quiet) as progress:
+        result = evaluate(run.algorithm, run.cfg, run.family, run.policy, run.params, tasks=p["tasks"],
+                          step_sizes=p["step_sizes"], episodes=p["episodes"], seed=p["seed"],
+                          chunk_size=p["chunk_size"], progress=progress)
+    label = label or run_label(run.algo, run.spec.id, run.cfg.run.seed)
+    return EvalOutcome(result, eval_record(result, run.algo, run.spec.to_json(), label, protocol))
 
 
 def _non_finite_steps(result: EvalResult) -> list[int]:
@@ -373,16 +465,20 @@ def eval_record(result: EvalResult, algo: str, family_spec_json: str, label: str
     }
 
 
-def write_eval(run_dir: Path, record: dict[str, Any], result: EvalResult) -> dict[str, Path]:
-    """eval.json, eval.csv and eval.png in `run_dir`, replaced together (`storage.publish_files`); the caller holds
-    the run directory's lock."""
+def write_eval(run_dir: Path, record: dict[str, Any], result: EvalResult, name: str = "eval") -> dict[str, Path]:
+    """<name>.json, .csv and .png in `run_dir`, replaced together (`storage.publish_files`), then the same as the
+    latest evaluation eval.json, .csv, .png; returns the paths of the first set. The caller holds the run
+    directory's lock."""
     from metarl.plots import adaptation_figure, figure_png
     from metarl.storage import publish_files
 
-    files = {"eval.json": finite_json_bytes(record), "eval.csv": eval_csv(result).encode(),
-             "eval.png": figure_png(adaptation_figure([record]))}  # everything rendered before anything is written
-    paths = publish_files(run_dir, "eval", files)
-    return {"json": paths["eval.json"], "csv": paths["eval.csv"], "png": paths["eval.png"]}
+    data = {"json": finite_json_bytes({**record, "name": name}), "csv": eval_csv(result).encode(),
+            "png": figure_png(adaptation_figure([record]))}  # everything rendered before anything is written
+    for set_name in dict.fromkeys([name, "eval"]):
+        paths = publish_files(run_dir, set_name, {f"{set_name}.{kind}": value for kind, value in data.items()})
+        if set_name == name:
+            out = {kind: paths[f"{name}.{kind}"] for kind in data}
+    return out
 
 
 def eval_csv(result: EvalResult) -> str:

@@ -6,7 +6,8 @@ arguments. There is no ``set_task`` and no mutable task state: reward-side param
 `step`, physics-side ones (gravity tilt, masses) are written into the simulator at `reset`.
 
 To add a family: subclass `TaskFamily` (pure torch dynamics, like PointNav) or `MujocoFamily` (an MJCF model stepped
-by a batched simulator), then `metarl.register(FamilySpec(...))`. README.md has a complete example.
+by a batched simulator), then `metarl.register(FamilySpec(...))`. README.md has a complete example; docs/families.md
+lists what a `MujocoFamily` subclass may override, with shapes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import mujoco
 import torch
 from torch import Tensor
 
+from metarl.camera import Camera
 from metarl.registry import FamilySpec
 from metarl.sim import Simulator, make_simulator
 
@@ -33,7 +35,8 @@ class StepResult(NamedTuple):
         obs: float64 [N, obs_dim], the observation after the step.
         reward: float64 [N].
         terminated: bool [N], the episode ended by the MDP (e.g. the Ant fell); the horizon is handled by the sampler.
-        info: named float64 [N] diagnostics: the reward's terms and, for locomotion, ``x_velocity``.
+        info: named float64 [N] diagnostics: the reward's terms and, for families with a forward axis
+            (`MujocoFamily.reports_x_velocity`), ``x_velocity``.
     """
 
     obs: Tensor
@@ -158,15 +161,26 @@ class MujocoFamily(TaskFamily):
     """A family on an MJCF model, stepped by a batched `Simulator`.
 
     Subclasses set `xml` (a path), `frame_skip`, `obs_skip` (leading qpos entries hidden from the policy, e.g. the
-    x position) and implement `reward`. Physics-side task parameters come from `physics` (model field name ->
-    per-env values). Resets follow Gymnasium's v5 envs: qpos0 + U(-s, s), qvel0 + s·N(0, 1), s = `reset_noise_scale`.
+    x position), `Tasks`, `sample_tasks`, and implement `reward_terms`. They may override `physics` (physics-side
+    task parameters: model field name -> per-env values), `initial_state`, `observe` (then set `obs_dim` to match),
+    `x_position`, `terminated`, `load_model`, and the class attributes `persistent`, `reports_x_velocity` and
+    `camera`; docs/families.md has each one's shapes. Resets follow Gymnasium's v5 envs: qpos0 + U(-s, s),
+    qvel0 + s·N(0, 1), s = `reset_noise_scale`.
     """
 
     xml: ClassVar[Path]
     frame_skip: ClassVar[int] = 5
     obs_skip: ClassVar[int] = 1
     persistent: ClassVar[bool] = False
-    """Whether the family reads `sim.contact_forces()` or `sim.body_xpos()` (needs a persistent simulator)."""
+    """Whether the family reads `sim.contact_forces()` or `sim.body_xpos()` (needs a persistent simulator: derived
+    fields are kept per simulation between steps)."""
+    reports_x_velocity: ClassVar[bool] = True
+    """Whether `StepResult.info` carries ``x_velocity`` (the finite difference of `x_position`): True for walkers;
+    False for a family without a forward axis (a reacher, a manipulator), whose info then holds the reward terms
+    only. `reward_terms` receives it either way."""
+    camera: ClassVar[Camera] = Camera()
+    """How videos frame the robot (`metarl.camera.Camera`): by default following body 1 from the side; e.g.
+    ``Camera(track="torso", distance=3.0)`` or a camera of the MJCF, ``Camera(name="side")``."""
 
     def __init__(self, spec: FamilySpec, reset_noise_scale: float = 0.1) -> None:
         super().__init__(spec)
@@ -255,5 +269,5 @@ class MujocoVecEnv:
         x_velocity = (self.family.x_position(self.sim) - x_before) / self.sim.dt
         terms = self.family.reward_terms(tasks, self.sim, action, x_velocity)
         reward = torch.stack(list(terms.values())).sum(0)
-        info = {**terms, "x_velocity": x_velocity}
+        info = {**terms, "x_velocity": x_velocity} if self.family.reports_x_velocity else dict(terms)
         return StepResult(self.family.observe(self.sim), reward, self.family.terminated(self.sim), info)

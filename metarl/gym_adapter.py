@@ -25,6 +25,7 @@ import torch
 from gymnasium import spaces
 
 from metarl import registry
+from metarl.camera import Camera, render_camera
 from metarl.family import MujocoFamily, TaskFamily, num_tasks
 from metarl.registry import FamilySpec
 
@@ -97,6 +98,8 @@ class TaskEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         family_kwargs: constructor overrides when `family` is an id, e.g. ``{"high": 3.0}``. Not ``horizon``: the
             episode length is Gymnasium's TimeLimit (``gymnasium.make(..., max_episode_steps=100)``).
         width, height: rendered image size in pixels.
+        camera: how `render` frames the robot: a `metarl.camera.Camera` or the name of a camera of the model;
+            None: the family's own (`MujocoFamily.camera`, by default tracking the root body).
 
     Raises:
         TypeError: unknown task field names (the message lists the family's fields) or a task of the wrong type.
@@ -113,6 +116,7 @@ class TaskEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         family_kwargs: Mapping[str, Any] | None = None,
         width: int = 480,
         height: int = 480,
+        camera: Camera | str | None = None,
     ) -> None:
         self.family = _build_family(family, family_kwargs)
         self._fixed_task = _parse_task(self.family, task)
@@ -139,6 +143,10 @@ class TaskEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         self._width, self._height = width, height
         self._renderer: mujoco.Renderer | None = None
         self._render_data: mujoco.MjData | None = None
+        self._camera: int | mujoco.MjvCamera | None = None
+        if mujoco_family:  # resolved now: a camera or body the model lacks is refused before any episode
+            self._camera = render_camera(self.family.model, camera if camera is not None else self.family.camera)
+        self._new_episode = True
 
     @property
     def task(self) -> Any:
@@ -155,7 +163,7 @@ class TaskEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         if self._fixed_task is None and (seed is not None or self._tasks is None):
             self._tasks = self.family.sample_tasks(1, torch_generator(self.np_random))
         obs = self._env.reset(self._tasks, generator)
-        self._started = True
+        self._started, self._new_episode = True, True
         return _to_numpy(obs), {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -171,7 +179,8 @@ class TaskEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         return _to_numpy(out.obs), float(out.reward[0]), bool(out.terminated[0]), False, info
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
-        """uint8 [height, width, 3]: the current state from the model's first camera (a free camera if none).
+        """uint8 [height, width, 3]: the current state, seen by the env's camera (the family's `camera`: by default
+        one following the robot's root body).
 
         Draws the family's base model: per-task model fields (an uphill family's tilted gravity) are not drawn.
 
@@ -191,7 +200,12 @@ class TaskEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         sim = self._env.sim  # type: ignore[attr-defined]  # MujocoVecEnv
         data.qpos[:], data.qvel[:] = sim.qpos[0].cpu().numpy(), sim.qvel[0].cpu().numpy()
         mujoco.mj_forward(model, data)
-        self._renderer.update_scene(data, camera=0 if model.ncam > 0 else -1)
+        camera = self._camera
+        if isinstance(camera, mujoco.MjvCamera) and self._new_episode:
+            # MuJoCo's tracking camera moves its look-at point a fifth of the way to the body per frame: start there
+            camera.lookat[:] = data.subtree_com[camera.trackbodyid]
+        self._new_episode = False
+        self._renderer.update_scene(data, camera=camera if camera is not None else -1)
         return self._renderer.render()
 
     def close(self) -> None:

@@ -186,7 +186,9 @@ def _accepted_kwargs(cls: Any) -> set[str] | None:
 def _unknown_message(id: str) -> str:
     matches = difflib.get_close_matches(id, list(_REGISTRY), n=3, cutoff=0.5)
     hint = f" Did you mean {' or '.join(map(repr, matches))}?" if matches else ""
-    return f"no task family {id!r} is registered.{hint} Run `metarl families` to list them."
+    from metarl.plugins import HOW
+
+    return f"no task family {id!r} is registered.{hint} `metarl families` lists them; {HOW}."
 
 
 def _bump(id: str) -> str:
@@ -200,8 +202,12 @@ _BUILTINS_LOADED = False
 
 
 def _ensure_builtins() -> None:
-    """Import metarl.envs once so the built-in families are registered before any lookup."""
+    """Import metarl.envs once so the built-in families are registered before any lookup, then the installed
+    packages' `metarl.families` entry points (metarl/plugins.py)."""
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
+        _BUILTINS_LOADED = True  # first: the modules imported below register, which calls this again
         importlib.import_module("metarl.envs")
+        from metarl.plugins import load_entry_points
+
+        load_entry_points()

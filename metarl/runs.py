@@ -1,11 +1,12 @@
 """Run directories and checkpoints.
 
 A run lives in `runs/<family>__<algo>__<seed>__<unixtime>/` with `config.json` (algorithm, config, metarl version),
-`family.json` (the FamilySpec), `metrics.jsonl`, TensorBoard events, `checkpoint.pt` (the latest state), `best.pt`
-(the best by validation return) and, after `metarl eval`, `eval.json`, `eval.csv` and `eval.png`. Files are written
-atomically (temporary file + rename) so a killed run never leaves a torn checkpoint; a new run directory appears with
-its config, family and iteration-0 checkpoint or not at all, and one process at a time writes into it (its lock:
-metarl/storage.py).
+`family.json` (the FamilySpec), `metrics.jsonl` (one record per iteration, numbered from 1), TensorBoard events,
+`checkpoint.pt` (the latest state), `best.pt` (the best by validation return) and, after `metarl eval`, a set
+`eval-<protocol>.json`, `.csv`, `.png` per evaluation and `eval.json`, `eval.csv`, `eval.png` (the latest). Files
+are written atomically (temporary file + rename) so a killed run never leaves a torn checkpoint; a new run directory
+appears with its config, family and iteration-0 checkpoint or not at all, and one process at a time writes into it
+(its lock: metarl/storage.py).
 
 Reading is strict: a missing, corrupt or foreign run directory raises `RunDirError` with one line that names the file
 and what is wrong, before anything is written.
@@ -29,7 +30,7 @@ import torch
 
 from metarl import registry
 from metarl.registry import FamilySpec
-from metarl.storage import Lock, create_directory, remove_stale_sets, storage_errors
+from metarl.storage import Lock, create_directory, remove_stale_sets, set_name_of, storage_errors
 
 if TYPE_CHECKING:
     from torch import nn
@@ -105,13 +106,23 @@ def new_run_dir(runs_dir: str | Path, family: str, algo: str, seed: int, fill: C
     return create_directory(Path(runs_dir), name, fill, command)
 
 
+def run_label(algo: str, family: str, seed: int) -> str:
+    """A run's readable name in tables and plot legends: "maml, PointNav-v0, seed 0"."""
+    return f"{algo}, {family}, seed {seed}"
+
+
 def write_run_files(run_dir: Path, algo: str, config: Any, spec: FamilySpec) -> None:
     """config.json and family.json at the start of a run."""
+    write_config(run_dir, algo, config)
+    atomic_write_bytes(run_dir / "family.json", (spec.to_json() + "\n").encode())
+
+
+def write_config(run_dir: Path, algo: str, config: Any) -> None:
+    """config.json (atomically): at the start of a run, and when a resume extends it."""
     from metarl import __version__
 
     atomic_write_json(run_dir / "config.json", {"format_version": FORMAT_VERSION, "metarl_version": __version__,
                                                 "algo": algo, "config": config_to_dict(config)})
-    atomic_write_bytes(run_dir / "family.json", (spec.to_json() + "\n").encode())
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -219,7 +230,9 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-        stale += remove_stale_sets(run_dir, "eval")
+        names = {"eval"} | {set_name_of(p) for p in run_dir.glob(".eval-*.*") if p.is_dir()} - {None}
+        for name in sorted(names):  # type: ignore[type-var]
+            stale += remove_stale_sets(run_dir, name)  # type: ignore[arg-type]
     return stale
 
 
@@ -250,38 +263,44 @@ def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def metrics_before(path: Path, iteration: int) -> bytes | None:
-    """The content of metrics.jsonl with the records of iterations 0 .. `iteration` - 1 only (None: no file).
+def metrics_before(path: Path, iteration: int, from_zero: bool = False) -> bytes | None:
+    """The content of metrics.jsonl with the records of iterations 1 .. `iteration` only (None: no file).
 
     Records after the checkpoint, a line torn by a kill and lines that are not records are dropped: the resumed run
     writes them again. But each of the `iteration` records before the checkpoint must be there, in order: a gap
-    there (a line corrupted or lost) cannot be recomputed from the checkpoint, so the resume refuses (issue 12)."""
+    there (a line corrupted or lost) cannot be recomputed from the checkpoint, so the resume refuses (issue 12).
+    `from_zero`: the run was written before issue 13, with records numbered 0 .. `iteration` - 1; they come back
+    renumbered from 1, as the resumed run continues them."""
     from metarl.logger import parse_metrics
 
     if not path.exists():
         if iteration == 0:
             return None
         raise RunDirError(f"{path} is missing, but {path.parent / 'checkpoint.pt'} is at iteration {iteration}: the "
-                          f"records of iterations 0-{iteration - 1} cannot be recomputed from it")
+                          f"records of iterations 1-{iteration} cannot be recomputed from it")
     with storage_errors(f"read {path}"):
         data = path.read_bytes()
     records, bad = parse_metrics(data)
-    kept = [(number, record) for number, record in records if record["iteration"] < iteration]
-    iterations = [record["iteration"] for _, record in kept]
-    if iterations != list(range(iteration)):
-        missing = sorted(set(range(iteration)) - set(iterations))
-        what = (f"iteration {missing[0]} is missing" if missing
+    shift = 1 if from_zero else 0
+    kept = [(number, record) for number, record in records if record["iteration"] + shift <= iteration]
+    iterations = [record["iteration"] + shift for _, record in kept]
+    if iterations != list(range(1, iteration + 1)):
+        missing = sorted(set(range(1, iteration + 1)) - set(iterations))
+        what = (f"iteration {missing[0] - shift} is missing" if missing
                 else f"iterations are out of order ({_first_disorder(iterations)})")
         line = next((f"; line {n}: {why}" for n, why in bad), "")
         raise RunDirError(f"{path}: {what} before {path.parent / 'checkpoint.pt'}'s iteration {iteration}{line}; a "
                           "resume cannot recompute it from the checkpoint: restore the file, or start the run again")
+    if from_zero:
+        return b"".join(json.dumps({**record, "iteration": record["iteration"] + 1}).encode() + b"\n"
+                        for _, record in kept)
     lines = data.split(b"\n")
     return b"".join(lines[number - 1] + b"\n" for number, _ in kept)
 
 
 def _first_disorder(iterations: list[int]) -> str:
     for i, value in enumerate(iterations):
-        if value != i:
+        if value != i + 1:
             return f"record {i + 1} is iteration {value}"
     return f"{len(iterations)} records"
 

@@ -319,12 +319,21 @@ def _adopt_plain_files(directory: Path, name: str, files: dict[str, bytes]) -> N
         _symlink(f"{name}/{file}", directory / file)
 
 
+def set_name_of(path: Path) -> str | None:
+    """"eval-T4-E2-k1" for a set directory `.eval-T4-E2-k1.<id>` (`publish_files`: the id has no dot), else None."""
+    name = path.name
+    if not name.startswith(".") or "." not in name[1:]:
+        return None
+    return name[1:].rsplit(".", 1)[0]
+
+
 def remove_stale_sets(directory: Path, name: str) -> list[Path]:
-    """`.<name>.*` directories the symlink `<name>` does not point to (a killed or superseded write)."""
+    """`.<name>.<id>` directories the symlink `<name>` does not point to (a killed or superseded write). Names may
+    hold dots (`eval-a0.1`): only directories whose name is exactly `name` count, not those of `eval-a0.1.5`."""
     link = directory / name
     current = os.readlink(link) if link.is_symlink() else None
-    stale = [p for p in sorted(directory.glob(f".{name}.*")) if p.is_dir() and not p.is_symlink()
-             and p.name != current]
+    stale = [p for p in sorted(directory.glob(f".{name}.*")) if set_name_of(p) == name and p.is_dir()
+             and not p.is_symlink() and p.name != current]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale

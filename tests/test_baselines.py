@@ -117,7 +117,7 @@ def test_oracle_run_resumes_in_a_fresh_registry(tmp_path: Path) -> None:
         assert main(["baseline", "oracle", "--resume", str(run_dir), "--eval-tasks", "2", "--eval-steps", "1"]) == 0
     finally:
         registry.unregister(oracle_id("PointNav-v0"))
-    assert [r["iteration"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())] == [0, 1]
+    assert [r["iteration"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())] == [1, 2]
 
 
 def test_baselines_see_the_test_tasks_of_the_run_they_are_compared_with(tmp_path: Path) -> None:

@@ -80,7 +80,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     finally:
         torch.set_num_threads(threads)
     resumed, expected = read_metrics(run_dir), read_metrics(full)
-    assert [r["iteration"] for r in resumed] == list(range(12))
+    assert [r["iteration"] for r in resumed] == list(range(1, 13))
     assert [deterministic_part(r) for r in resumed] == [deterministic_part(r) for r in expected]
     for name in ("checkpoint.pt", "best.pt"):
         ours, theirs = (torch.load(d / name, weights_only=False) for d in (run_dir, full))
@@ -110,7 +110,7 @@ def test_best_checkpoint_follows_the_validation_return(tmp_path: Path) -> None:
                            "--run.validation-tasks", "2")) == 0
     run_dir = only_run(tmp_path)
     records = read_metrics(run_dir)
-    validated = {r["iteration"] + 1: r["val/return_post"] for r in records if "val/return_post" in r}
+    validated = {r["iteration"]: r["val/return_post"] for r in records if "val/return_post" in r}
     assert sorted(validated) == [2, 4] and all("val/return_pre" in r for r in records if "val/return_post" in r)
     best = torch.load(run_dir / "best.pt", weights_only=False)
     top = max(validated, key=lambda i: validated[i])

@@ -71,7 +71,7 @@ def test_eval_writes_json_csv_and_png(run_dir: Path, capsys: pytest.CaptureFixtu
     capsys.readouterr()
     assert main(["eval", str(run_dir), "--tasks", "4", "--steps", "2", "--episodes", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "0 (pre)" in out and f"adaptation curve: {run_dir / 'eval.png'}" in out
+    assert "0 (pre)" in out and f"adaptation curve: {run_dir / 'eval-T4-E3-k2.png'}" in out  # named by protocol
     record = json.loads((run_dir / "eval.json").read_text())
     assert record["protocol"] | {"tasks": 4, "steps": 2, "episodes": 3, "step_sizes": [0.1, 0.05], "seed": 0} \
         == record["protocol"]

@@ -93,7 +93,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def assert_same_run(run_dir: Path, reference: Path) -> None:
     ours, theirs = read_metrics(run_dir), read_metrics(reference)
-    assert [r["iteration"] for r in ours] == list(range(len(theirs)))
+    assert [r["iteration"] for r in ours] == list(range(1, len(theirs) + 1))  # numbered from 1 (issue 13)
     assert [deterministic_part(r) for r in ours] == [deterministic_part(r) for r in theirs]
     for name in ("checkpoint.pt", "best.pt"):
         a, b = (torch.load(d / name, weights_only=False) for d in (run_dir, reference))
@@ -342,7 +342,7 @@ def test_a_longer_run_and_other_run_only_fields_may_change(checkpointed: Path, t
     edit_config(set_run(iterations=4, checkpoint_every=1, threads=1, runs_dir="elsewhere"))(run_dir)
     edit_config(lambda c: c.pop("kl_hvp"))(run_dir)  # a config.json from before a field existed: its default
     assert main(["train", "--resume", str(run_dir)]) == 0
-    assert [r["iteration"] for r in read_metrics(run_dir)] == [0, 1, 2, 3]
+    assert [r["iteration"] for r in read_metrics(run_dir)] == [1, 2, 3, 4]
 
 
 def test_resume_checks_best_pt(checkpointed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -47,7 +47,7 @@ def test_train_writes_a_complete_run_directory(tmp_path: Path, algo: str) -> Non
     assert config["config"].get("first_order", False) == (algo == "fomaml")
     assert FamilySpec.from_json((run_dir / "family.json").read_text()).id == "PointNav-v0"
     records = read_metrics(run_dir)
-    assert [r["iteration"] for r in records] == [0, 1]
+    assert [r["iteration"] for r in records] == [1, 2]  # numbered from 1, as checkpoints count (issue 13)
     trust_region = ("outer/kl",) if algo in ("maml", "fomaml") else ()  # Reptile and ES-MAML have no KL
     for key in ("meta/return_pre", "meta/return_post_1", "perf/steps_per_s", *trust_region):
         assert all(key in r for r in records), key
