@@ -289,7 +289,10 @@ baselines:
   random      random initialisation + MAML's policy-gradient adaptation (no training)
   pretrained  joint multi-task TRPO on the task distribution (no meta-objective) + the same adaptation
   oracle      joint training with the task parameters appended to the observation: the ceiling
-  ppo         Stable-Baselines3 PPO per test task, one update per step on E·H env steps (the same samples)"""
+  ppo         Stable-Baselines3 PPO per test task, one update per step on E·H env steps (the same samples)
+
+--resume RUN_DIR continues a baseline run (with --run.iterations N: trains it further), then evaluates it again.
+""" + IMPORT_HELP
 
 
 def run_baseline(argv: Sequence[str]) -> Path:
