@@ -172,7 +172,7 @@ def test_video_renders_with_egl(tmp_path: Path) -> None:
     assert "video: 2 GIFs" in result.stdout
     from PIL import Image
 
-    with Image.open(run_dir / "video" / "task0.gif") as gif:
+    with Image.open(run_dir / "video" / "eval-T2-E1-k1" / "task0.gif") as gif:
         assert gif.size == (480, 240) and gif.n_frames == 11  # reset + every 2nd of 20 steps; before | after
 
 
@@ -185,3 +185,79 @@ def test_demo_learns(tmp_path: Path) -> None:
     assert maml[0]["mean"] > random[0]["mean"] + 30  # measured: -43.9 vs -102.9
     assert maml[1]["mean"] > maml[0]["mean"] + 10  # measured: -43.9 -> -23.4
     assert maml[-1]["mean"] > random[-1]["mean"] + 30  # measured: -17.4 vs -83.6
+
+
+# ----------------------------------------------------------------------------------------------- outputs by protocol
+def eval_argv(run_dir: Path, *flags: str) -> list[str]:
+    return ["eval", str(run_dir), "--tasks", "2", "--steps", "1", "--episodes", "1", "--quiet", *flags]
+
+
+def test_evaluations_are_named_by_protocol_and_kept(run_dir: Path) -> None:
+    """Each protocol gets its own eval-T..-E..-k.. set; eval.json is the latest; nothing earlier is overwritten."""
+    assert main(eval_argv(run_dir)) == 0
+    first = {suffix: (run_dir / f"eval-T2-E1-k1.{suffix}").read_bytes() for suffix in ("json", "csv", "png")}
+    assert json.loads(first["json"])["protocol"]["tasks"] == 2
+    assert main(["eval", str(run_dir), "--tasks", "3", "--steps", "2", "--episodes", "1", "--quiet"]) == 0
+    assert {suffix: (run_dir / f"eval-T2-E1-k1.{suffix}").read_bytes() for suffix in first} == first
+    assert json.loads((run_dir / "eval-T3-E1-k2.json").read_text())["name"] == "eval-T3-E1-k2"
+    assert json.loads((run_dir / "eval.json").read_text())["protocol"]["tasks"] == 3  # the latest
+    for flags, name in [(["--seed", "7"], "eval-T2-E1-k1-seed7"), (["--checkpoint", "last"], "eval-T2-E1-k1-last"),
+                        (["--step-sizes", "0.3"], "eval-T2-E1-k1-a0.3"), (["--chunk-size", "1"], "eval-T2-E1-k1-c1"),
+                        (["--step-sizes", "0.1"], "eval-T2-E1-k1"),  # the default schedule: no suffix
+                        (["--out", "mine"], "eval-mine")]:
+        assert main(eval_argv(run_dir, *flags)) == 0, flags
+        assert (run_dir / f"{name}.json").is_file() and (run_dir / f"{name}.png").is_file(), flags
+    assert {suffix: (run_dir / f"eval-T2-E1-k1.{suffix}").read_bytes() for suffix in ("json", "csv")} == \
+        {suffix: first[suffix] for suffix in ("json", "csv")}  # the same evaluation again: the same numbers
+    assert sorted(p.name for p in run_dir.glob(".eval*")) == sorted(  # one set directory per name, nothing stale
+        p.name for p in run_dir.glob(".eval*") if p.is_dir() and (run_dir / p.name[1:].rsplit(".", 1)[0]).is_symlink())
+
+
+def test_a_different_earlier_evaluation_is_never_replaced_silently(run_dir: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """After the run trained further, the same protocol would replace an evaluation of another checkpoint: refused
+    (one line, nothing written) unless --replace; --out keeps both."""
+    from test_run_safety import snapshot
+
+    assert main(eval_argv(run_dir, "--checkpoint", "last")) == 0
+    assert "the same evaluation as before" not in capsys.readouterr().out
+    assert main(eval_argv(run_dir, "--checkpoint", "last")) == 0
+    assert "eval-T2-E1-k1-last: the same evaluation as before" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run_dir), "--run.iterations", "3", "--run.no-tensorboard"]) == 0
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    assert main(eval_argv(run_dir, "--checkpoint", "last")) == 2
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and "holds an earlier evaluation (checkpoint.pt at iteration 2)" in out
+    assert "iteration 3" in out and "--out NAME" in out and "--replace" in out
+    assert snapshot(run_dir) == before
+    assert main(eval_argv(run_dir, "--checkpoint", "last", "--out", "after-3")) == 0
+    assert json.loads((run_dir / "eval-after-3.json").read_text())["protocol"]["iteration"] == 3
+    assert json.loads((run_dir / "eval-T2-E1-k1-last.json").read_text())["protocol"]["iteration"] == 2
+    capsys.readouterr()
+    assert main(eval_argv(run_dir, "--checkpoint", "last", "--replace")) == 0
+    assert "replaced the earlier evaluation (checkpoint.pt at iteration 2)" in capsys.readouterr().out
+    assert json.loads((run_dir / "eval-T2-E1-k1-last.json").read_text())["protocol"]["iteration"] == 3
+
+
+@pytest.mark.parametrize("name", ["eval", "a/b", ".hidden", ""])
+def test_bad_out_names_are_refused(run_dir: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(eval_argv(run_dir, "--out", name)) == 2
+    assert "--out must be a plain name" in " ".join((lambda c: c.out + c.err)(capsys.readouterr()).split())
+    assert not list(run_dir.glob("eval*"))
+
+
+def test_plot_picks_the_evaluation_asked_for(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from metarl.plots import read_curves
+
+    assert main(eval_argv(run_dir)) == 0
+    assert main(["eval", str(run_dir), "--tasks", "3", "--steps", "1", "--episodes", "1", "--quiet"]) == 0
+    assert read_curves(run_dir).evaluation["protocol"]["tasks"] == 3  # type: ignore[index]  # the latest
+    for name in ("eval-T2-E1-k1", "T2-E1-k1"):
+        assert read_curves(run_dir, name).evaluation["protocol"]["tasks"] == 2  # type: ignore[index]
+    assert main(["plot", str(run_dir), "--eval", "T2-E1-k1", "--out", str(tmp_path / "p.png")]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(run_dir), "--eval", "T9-E1-k1", "--out", str(tmp_path / "q.png")]) == 2
+    line = capsys.readouterr().out
+    assert "has no evaluation eval-T9-E1-k1 (it has: eval-T2-E1-k1, eval-T3-E1-k1)" in line
+    assert not (tmp_path / "q.png").exists()

@@ -117,3 +117,94 @@ def test_bad_input_gives_one_clear_line(argv: list[str], message: str, tmp_path:
 
 def test_every_algorithm_has_a_smoke_test() -> None:
     assert set(ALGORITHMS) == set(TINY)
+
+
+# ----------------------------------------------------------------------------------------------- resume (issue 13)
+def test_resume_extends_a_finished_run_with_run_iterations(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`--resume RUN --run.iterations N`: says where it resumes, writes N into config.json, and ends with the metrics
+    of an uninterrupted N-iteration run."""
+    full = read_metrics(train(tmp_path / "full", "maml", iterations=4))
+    partial = train(tmp_path / "part", "maml", iterations=2)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(partial), "--run.iterations", "4"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "config.json: run.iterations 2 -> 4" in out
+    assert f"resuming {partial} from checkpoint.pt at iteration 2: iterations 3-4 to go" in out
+    assert json.loads((partial / "config.json").read_text())["config"]["run"]["iterations"] == 4
+    assert [deterministic_part(r) for r in read_metrics(partial)] == [deterministic_part(r) for r in full]
+    assert torch.load(partial / "checkpoint.pt", weights_only=False)["state"]["iteration"] == 4
+
+
+def test_resuming_a_finished_run_has_nothing_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_run_safety import snapshot
+
+    run_dir = train(tmp_path, "maml", iterations=2)
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    assert main(["train", "maml", "--resume", str(run_dir)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"nothing to do: {run_dir} is complete (it has finished its 2 iterations)" in out
+    assert f"`metarl train --resume {run_dir} --run.iterations N` with N > 2 trains it further" in out
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("flags", [["--inner-lr", "0.2"], ["--run.seed", "3"], ["--run.iterations", "4",
+                                                                               "--meta-batch-size", "5"]])
+def test_resume_refuses_flags_that_change_the_algorithm(tmp_path: Path, flags: list[str],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from test_run_safety import snapshot
+
+    run_dir = train(tmp_path, "maml", iterations=1)
+    before = snapshot(run_dir)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), *flags]) == 2
+    line = capsys.readouterr().out.strip()
+    assert len(line.splitlines()) == 1 and "--resume continues a run with its saved config; drop the other flags" \
+        in line and "only --run.iterations" in line, line
+    assert snapshot(run_dir) == before
+    assert main(["train", "--resume", str(run_dir), "--run.iterations", "-1"]) == 2
+    assert "run.iterations must be >= 0" in capsys.readouterr().out
+    assert snapshot(run_dir) == before
+
+
+def test_a_run_numbered_from_zero_is_renumbered_when_it_resumes(tmp_path: Path) -> None:
+    """Run directories written before issue 13 numbered metrics records from 0 (and their checkpoints say nothing
+    about it): resumed, their records continue from 1, equal to a new run's."""
+    full = read_metrics(train(tmp_path / "full", "maml", iterations=4))
+    old = train(tmp_path / "old", "maml", iterations=2)
+    records = read_metrics(old)
+    (old / "metrics.jsonl").write_text("".join(json.dumps({**r, "iteration": r["iteration"] - 1}) + "\n"
+                                               for r in records))
+    for name in ("checkpoint.pt", "best.pt"):
+        if (old / name).exists():
+            payload = torch.load(old / name, weights_only=False)
+            payload.pop("records_from")
+            torch.save(payload, old / name)
+    assert main(["train", "--resume", str(old), "--run.iterations", "4"]) == 0
+    resumed = read_metrics(old)
+    assert [r["iteration"] for r in resumed] == [1, 2, 3, 4]
+    assert [deterministic_part(r) for r in resumed] == [deterministic_part(r) for r in full]
+
+
+def test_resume_and_eval_names_from_the_command_line(tmp_path: Path) -> None:
+    """The same in fresh processes, as a user types it: extend a run, find nothing to do, evaluate twice."""
+    import subprocess
+    import sys
+
+    run_dir = train(tmp_path, "maml", iterations=1)
+
+    def metarl(*argv: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "metarl", *argv], capture_output=True, text=True, timeout=600,
+                                env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 0, result.stdout + result.stderr
+        return " ".join(result.stdout.split())
+
+    assert "from checkpoint.pt at iteration 1: iterations 2-2 to go" in metarl(
+        "train", "--resume", str(run_dir), "--run.iterations", "2")
+    assert "nothing to do" in metarl("train", "--resume", str(run_dir))
+    assert [r["iteration"] for r in read_metrics(run_dir)] == [1, 2]
+    out = metarl("eval", str(run_dir), "--tasks", "2", "--steps", "1", "--episodes", "1", "--quiet")
+    assert f"results: {run_dir / 'eval-T2-E1-k1.json'}" in out and "checkpoint.pt at iteration 2" in out
+    metarl("eval", str(run_dir), "--tasks", "3", "--steps", "1", "--episodes", "1", "--quiet")
+    assert sorted(p.name for p in run_dir.glob("eval-*.json")) == ["eval-T2-E1-k1.json", "eval-T3-E1-k1.json"]
