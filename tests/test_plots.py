@@ -11,18 +11,19 @@ from metarl.envs.point_nav import GoalTasks
 
 from metarl.cli import main
 from metarl.evaluate import EvalResult, eval_record, write_eval
-from metarl.plots import training_curves
+from metarl.plots import RunCurves, comparison_figure, figure_png, legends, read_curves, training_curves
 from metarl.registry import spec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def fake_run(root: Path, name: str, algo: str, offset: float, iterations: int = 3, evaluate: bool = True) -> Path:
+def fake_run(root: Path, name: str, algo: str, offset: float, iterations: int = 3, evaluate: bool = True,
+             seed: int = 0, inner_lr: float = 0.1) -> Path:
     """A run directory with config.json, metrics.jsonl and (optionally) an evaluation, without training."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"format_version": 1, "algo": algo,
-                                                     "config": {"family": "PointNav-v0"}}))
+    (run_dir / "config.json").write_text(json.dumps({"format_version": 1, "algo": algo, "config": {
+        "family": "PointNav-v0", "inner_lr": inner_lr, "run": {"seed": seed, "runs_dir": str(root)}}}))
     records = [{"iteration": i, "meta/return_pre": -50.0 + i + offset, "meta/return_post_1": -40.0 + i + offset,
                 "perf/env_steps": 1000.0 * (i + 1), **({"val/return_post": -35.0 + i} if i % 2 else {})}
                for i in range(iterations)]
@@ -95,3 +96,41 @@ def test_missing_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["plot", str(tmp_path / "nope"), "--out", str(tmp_path / "p.png")]) == 2
     assert "does not exist" in capsys.readouterr().out
     assert not (tmp_path / "p.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------- issue 13
+def test_runs_are_labelled_by_algo_family_and_seed(tmp_path: Path) -> None:
+    from metarl.plots import distinct_labels
+
+    a = fake_run(tmp_path, "PointNav-v0__maml__0__1700000000", "maml", 0.0)
+    b = fake_run(tmp_path, "PointNav-v0__maml__1__1700000001", "maml", 1.0, seed=1)
+    c = fake_run(tmp_path, "PointNav-v0__maml__0__1700000002", "maml", 2.0, inner_lr=0.05)
+    d = fake_run(tmp_path, "PointNav-v0__baseline-random__0__1700000003", "baseline-random", 3.0)
+    labels = [r.label for r in distinct_labels([read_curves(p) for p in (a, b, c, d)])]
+    assert labels == ["maml, PointNav-v0, seed 0 (inner_lr=0.1)", "maml, PointNav-v0, seed 1",
+                      "maml, PointNav-v0, seed 0 (inner_lr=0.05)", "baseline-random, PointNav-v0, seed 0"]
+    assert not any("1700000" in label for label in labels)  # never the directory's timestamp
+    same = [read_curves(a), read_curves(a / "eval.json")]  # one run twice: its directory, its evaluation file
+    assert len({r.label for r in distinct_labels(same)}) == 2
+
+
+@pytest.mark.parametrize(("runs", "length"), [(1, 10), (2, 160), (3, 400), (14, 60), (40, 30)])
+def test_legends_are_never_clipped(runs: int, length: int) -> None:
+    """Every legend's bounding box, measured on the drawn figure, lies inside the figure (which is the PNG)."""
+    records = [{"iteration": i, "meta/return_pre": -1.0 * i, "meta/return_post_1": 1.0 * i, "perf/env_steps": 10.0 * i,
+                "val/return_post": 0.5 * i} for i in range(1, 4)]
+    summary = [{"step": j, "mean": float(j), "ci_low": j - 1.0, "ci_high": j + 1.0} for j in range(3)]
+    curves = [RunCurves((f"run {i} with a long label " * 40)[:length], {"summary": summary}, records)
+              for i in range(runs)]
+    fig = comparison_figure(curves)
+    png = figure_png(fig, dpi=100)
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    boxes = [legend.get_window_extent(renderer) for legend in legends(fig)]
+    assert len(boxes) == 2  # the runs' legend and the line styles'
+    for box in boxes:
+        assert fig.bbox.x0 - 0.5 <= box.x0 and box.x1 <= fig.bbox.x1 + 0.5, (box, fig.bbox)
+        assert fig.bbox.y0 - 0.5 <= box.y0 and box.y1 <= fig.bbox.y1 + 0.5, (box, fig.bbox)
+    from PIL import Image
+
+    with Image.open(__import__("io").BytesIO(png)) as image:  # the PNG is the figure's box, nothing cut off
+        assert image.size == (round(fig.bbox.width), round(fig.bbox.height))
