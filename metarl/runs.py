@@ -353,7 +353,10 @@ def open_run(run_dir: Path, checkpoint: str = "checkpoint.pt") -> OpenedRun:
     try:
         family = registry.make(spec)
     except ImportError as err:  # a user's family: its module must be importable
-        raise RunDirError(f"cannot build family {spec.id} of {run_dir} ({err}); import its module first") from None
+        raise RunDirError(f"cannot build family {spec.id} of {run_dir} ({err}); run metarl where that module is "
+                          "importable (its directory, PYTHONPATH, or its installed package)") from None
+    except registry.UnknownFamilyError as err:  # one it refers to by id (an oracle's base family): not imported
+        raise RunDirError(f"cannot build family {spec.id} of {run_dir}: {err}") from None
     except (TypeError, ValueError) as err:  # kwargs the family refuses (a hand-edited family.json)
         raise RunDirError(f"{run_dir / 'family.json'}: family {spec.id} refuses its kwargs ({err})") from None
     policy = algorithm.build_policy(cfg, family)

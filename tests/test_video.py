@@ -31,6 +31,44 @@ def test_a_family_camera_follows_the_robot_by_default() -> None:
     assert MujocoFamily.camera == Camera()
 
 
+def view_angle(model: mujoco.MjModel, data: mujoco.MjData, camera: int | mujoco.MjvCamera, body: int) -> float:
+    """Degrees between the rendered camera's view axis and the direction to `body`, computed by MuJoCo's own scene
+    update (no OpenGL needed): below half the field of view (22.5°) the body is in the picture."""
+    if isinstance(camera, int):
+        fixed = mujoco.MjvCamera()
+        fixed.type, fixed.fixedcamid = mujoco.mjtCamera.mjCAMERA_FIXED, camera
+        camera = fixed
+    elif camera.type == mujoco.mjtCamera.mjCAMERA_TRACKING:
+        camera.lookat[:] = data.subtree_com[camera.trackbodyid]  # as TaskEnv.render does at an episode's start
+    scene = mujoco.MjvScene(model, maxgeom=1000)
+    mujoco.mjv_updateScene(model, data, mujoco.MjvOption(), mujoco.MjvPerturb(), camera, mujoco.mjtCatBit.mjCAT_ALL,
+                           scene)
+    eye, forward = np.array(scene.camera[0].pos), np.array(scene.camera[0].forward)
+    to_body = data.xpos[body] - eye
+    return float(np.degrees(np.arccos(forward @ to_body / np.linalg.norm(to_body))))
+
+
+@pytest.mark.parametrize("xml", ["half_cheetah", "hopper"])
+def test_the_camera_keeps_a_robot_in_the_picture_far_from_the_origin(xml: str) -> None:
+    """10 m down the track the default camera (and the cheetah's own) still looks at the torso; MuJoCo's free camera,
+    what rendering used for a model without cameras, has lost it."""
+    from pathlib import Path
+
+    import gymnasium
+
+    path = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets" / f"{xml}.xml"
+    model = mujoco.MjModel.from_xml_path(str(path))
+    data = mujoco.MjData(model)
+    data.qpos[0] = 10.0  # rootx: the robot has run 10 m
+    mujoco.mj_forward(model, data)
+    cameras = [render_camera(model, Camera())] + ([render_camera(model, "track")] if model.ncam else [])
+    for camera in cameras:
+        assert view_angle(model, data, camera, body=1) < 15.0  # well inside the 45° field of view
+    free = mujoco.MjvCamera()
+    mujoco.mjv_defaultFreeCamera(model, free)
+    assert view_angle(model, data, free, body=1) > 22.5
+
+
 def test_a_camera_the_model_lacks_is_refused_with_what_it_has() -> None:
     model = registry.make("HalfCheetahVel-v0").model
     with pytest.raises(ValueError, match="no camera 'side'; its cameras: track"):
