@@ -170,6 +170,8 @@ def parse_config(name: str, algo: Algorithm, args: list[str], prog: str) -> Any:
     if preset is not None and preset not in algo.presets:
         raise UserError(f"unknown preset {preset!r} for {name}; presets: {', '.join(algo.presets)}")
     base = apply_overrides(algo.config_type(), {**(algo.presets[preset] if preset else {}), **algo.defaults})
+    from metarl.resume import RESUME_FLAGS
+
     description = (f"{algo.summary}.\n\n"
                    f"--preset NAME    start from a preset, then flags override it: {', '.join(algo.presets)}\n"
                    f"--resume RUN_DIR continue a run with its saved config (only {', '.join(RESUME_FLAGS)} may be "
@@ -200,35 +202,13 @@ def _pop_flag(args: list[str], flag: str) -> tuple[str | None, list[str]]:
     return None, args
 
 
-RESUME_FLAGS = ("--run.iterations", "--run.checkpoint-every", "--run.threads", "--run.tensorboard",
-                "--run.no-tensorboard")
-"""Flags `--resume` takes (driver.RESUME_OVERRIDES): `--resume RUN --run.iterations N` extends a run."""
-
-
 def _resume(name: str | None, run_dir: Path, args: list[str], hold: contextlib.ExitStack | None = None) -> Path:
     from metarl import driver
+    from metarl.resume import overrides_from_flags
 
-    driver.resume(run_dir, name, hold=hold, inform=_inform, overrides=resume_overrides(args))
+    driver.resume(run_dir, name, hold=hold, inform=_inform, overrides=overrides_from_flags(args))
     console.print(f"run directory: {run_dir}", soft_wrap=True)
     return run_dir
-
-
-def resume_overrides(args: list[str]) -> dict[str, Any]:
-    """`RESUME_FLAGS` in args -> {"run.iterations": 20, ...}; any other argument is refused in one line."""
-    overrides: dict[str, Any] = {}
-    for flag in ("--run.iterations", "--run.checkpoint-every", "--run.threads"):
-        for spelling in (flag, "--" + flag[2:].replace("-", "_")):
-            value, args = _pop_flag(args, spelling)
-            if value is not None:
-                overrides[flag.removeprefix("--").replace("-", "_")] = _int(flag, value)
-    for flag, on in (("--run.tensorboard", True), ("--run.no-tensorboard", False)):
-        if flag in args:
-            args = [a for a in args if a != flag]
-            overrides["run.tensorboard"] = on
-    if args:
-        raise UserError(f"--resume continues a run with its saved config; drop the other flags ({' '.join(args)}); "
-                        f"only {', '.join(RESUME_FLAGS)} may be given with it")
-    return overrides
 
 
 # ----------------------------------------------------------------------------------------------- eval, plot

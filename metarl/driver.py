@@ -29,9 +29,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from metarl import registry
 from metarl.logger import RunLogger
 from metarl.policies import Params
+from metarl.resume import nothing_to_do, with_overrides
 from metarl.runs import (  # noqa: F401  (OpenedRun, open_run, find_algorithm: re-exported for scripts)
     FORMAT_VERSION,
-    RUN_ONLY,
     Interrupted,
     OpenedRun,
     RunDirError,
@@ -317,7 +317,8 @@ def resume(run_dir: Path, algo_name: str | None = None, quiet: bool = False,
             if kept != (run_dir / "metrics.jsonl").read_bytes():
                 atomic_write_bytes(run_dir / "metrics.jsonl", kept)
         if done:
-            _say(inform, nothing_to_do(opened.algo, run_dir, state.iteration, cfg.run.iterations))
+            _say(inform, nothing_to_do(opened.algo, resume_command(opened.algo, run_dir), run_dir, state.iteration,
+                                       cfg.run.iterations))
             return run_dir
         _say(inform, f"resuming {run_dir} from checkpoint.pt at iteration {state.iteration}"
                      f"{' (the initial policy)' if state.iteration == 0 else ''}: iterations "
@@ -325,37 +326,6 @@ def resume(run_dir: Path, algo_name: str | None = None, quiet: bool = False,
         _train(opened.algorithm, opened.algo, cfg, run_dir, opened.spec, state, opened.payload.get("best"),
                quiet, saved_iteration=state.iteration)
     return run_dir
-
-
-RESUME_OVERRIDES = ("run.iterations", "run.checkpoint_every", "run.tensorboard", "run.threads")
-"""What `--resume RUN_DIR` may change, as flags: fields that do not change what an iteration computes (`RUN_ONLY`),
-so the resumed run still equals an uninterrupted run of its new length."""
-assert set(RESUME_OVERRIDES) <= set(RUN_ONLY)
-
-
-def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
-    """`cfg` with `RESUME_OVERRIDES` fields replaced; a `ConfigError` for any other field or a refused value."""
-    from metarl.config import ConfigError, apply_overrides, check_finite
-
-    other = sorted(set(overrides) - set(RESUME_OVERRIDES))
-    if other:
-        raise ConfigError(f"a resumed run keeps its config: {', '.join(other)} cannot change (only "
-                          f"{', '.join(RESUME_OVERRIDES)} can)")
-    try:
-        new = apply_overrides(cfg, overrides)
-        check_finite(new)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(str(err)) from None
-    return new
-
-
-def nothing_to_do(algo_name: str, run_dir: Path, iteration: int, iterations: int) -> str:
-    """The line for a resume of a run whose checkpoint is at (or past) run.iterations."""
-    what = "nothing to train" if algo_name.startswith("baseline-") else "nothing to do"
-    done = (f"it has finished its {iterations} iterations" if iteration == iterations
-            else f"its checkpoint.pt is at iteration {iteration}, past run.iterations {iterations}")
-    return f"{what}: {run_dir} is complete ({done}); `{resume_command(algo_name, run_dir)} --run.iterations N` " \
-           f"with N > {iteration} trains it further"
 
 
 def _say(inform: Inform | None, message: str) -> None:

@@ -200,8 +200,10 @@ def test_resume_and_eval_names_from_the_command_line(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
         return " ".join(result.stdout.split())
 
-    assert "from checkpoint.pt at iteration 1: iterations 2-2 to go" in metarl(
-        "train", "--resume", str(run_dir), "--run.iterations", "2")
+    out = metarl("train", "--resume", str(run_dir), "--run.iterations", "2")
+    assert "from checkpoint.pt at iteration 1: iterations 2-2 to go" in out
+    # no terminal: one plain progress line per iteration, numbered as metrics.jsonl and the checkpoint are
+    assert "maml PointNav-v0 2/2 pre " in out and "steps/s end to end ETA" in out and " 1/2 " not in out
     assert "nothing to do" in metarl("train", "--resume", str(run_dir))
     assert [r["iteration"] for r in read_metrics(run_dir)] == [1, 2]
     out = metarl("eval", str(run_dir), "--tasks", "2", "--steps", "1", "--episodes", "1", "--quiet")
