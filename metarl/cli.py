@@ -297,6 +297,9 @@ def run_baseline(argv: Sequence[str]) -> Path:
     except ValueError as err:
         raise UserError(str(err)) from None
     resume, args = _pop_flag(args, "--resume")
+    if resume is not None and name in ("random", "ppo") and any(a.split("=")[0] in ("--run.iterations",
+                                                                                   "--run_iterations") for a in args):
+        raise UserError(f"the {name} baseline never trains (its policy is the initial one): drop --run.iterations")
     with contextlib.ExitStack() as hold:  # one lock from training to the end of the evaluation
         if resume is not None:
             run_dir = _resume(f"baseline-{name}", Path(resume), args, hold)

@@ -173,3 +173,15 @@ def test_oracle_beats_pretrained_without_adapting(tmp_path: Path) -> None:
         for id_ in {s.id for s in registry.registered()} - before:
             registry.unregister(id_)
     assert summaries["oracle"][0]["mean"] > summaries["pretrained"][0]["mean"] + 10
+
+
+def test_a_random_baseline_is_never_trained_further(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    assert main(["baseline", "random", *TINY, "--run.runs-dir", str(runs)]) == 0
+    (run_dir,) = runs.glob("*")
+    capsys.readouterr()
+    assert main(["baseline", "random", "--resume", str(run_dir), "--run.iterations", "3"]) == 2
+    assert "the random baseline never trains" in capsys.readouterr().out
+    assert main(["baseline", "random", "--resume", str(run_dir), "--eval-tasks", "2", "--eval-steps", "1"]) == 0
+    assert "nothing to train" in capsys.readouterr().out  # then evaluated again
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["state"]["iteration"] == 0
