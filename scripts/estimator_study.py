@@ -49,9 +49,9 @@ def summary(values: dict[int, float]) -> dict[str, object]:
 
 def cheetah_result(run_dir: Path, iterations: int) -> float:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    records = [r for r in records if r["iteration"] < iterations]
-    if len(records) < iterations:
+    if len(records) < iterations:  # the first `iterations` records (runs before 1-based numbering count from 0)
         raise SystemExit(f"{run_dir} has {len(records)} iterations, fewer than {iterations}")
+    records = records[:iterations]
     post = [k for k in records[0] if k.startswith("meta/return_post_")]
     return statistics.mean(r[post[-1]] for r in records[-10:])
 
