@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import tyro
 
-from metarl.runs import RunDirError, atomic_write_bytes, check_format, read_json
+from metarl.runs import RunDirError, atomic_write_bytes, check_format, flat_dict, read_json
 
 if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn: `metarl families` need not pay for it
     from matplotlib.axes import Axes
@@ -288,7 +288,7 @@ def distinct_labels(runs: Sequence[RunCurves]) -> list[RunCurves]:
         group = [i for i, r in enumerate(runs) if r.label == label]
         if len(group) < 2:
             continue
-        flats = [_flat((runs[i].config or {}).get("config", {})) for i in group]
+        flats = [flat_dict((runs[i].config or {}).get("config", {})) for i in group]
         keys = sorted(k for k in set().union(*flats) if k not in IGNORED and len({repr(f.get(k)) for f in flats}) > 1)
         for i, flat in zip(group, flats, strict=True):
             if keys:
@@ -298,13 +298,3 @@ def distinct_labels(runs: Sequence[RunCurves]) -> list[RunCurves]:
             out[i] = dataclasses.replace(runs[i], label=f"{label} ({detail})")
     labels = [r.label for r in out]
     return [dataclasses.replace(r, label=f"{r.label} [{r.source}]") if labels.count(r.label) > 1 else r for r in out]
-
-
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and key != "family_kwargs":
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

@@ -245,7 +245,7 @@ def check_same_config(config: dict[str, Any], saved: dict[str, Any], config_path
     """Raise `RunDirError` unless `config` (config.json's) equals `saved` (the checkpoint's), both as
     `config_to_dict` writes them with defaults filled in, apart from `RUN_ONLY` fields (issue 12: an edited
     meta_batch_size changed a resumed run)."""
-    ours, theirs = _flat(config), _flat(saved)
+    ours, theirs = flat_dict(config), flat_dict(saved)
     differ = sorted(k for k in set(ours) | set(theirs) if k not in RUN_ONLY and ours.get(k, ...) != theirs.get(k, ...))
     if differ:
         shown = ", ".join(f"{k} {ours.get(k, '(absent)')!r} vs {theirs.get(k, '(absent)')!r}" for k in differ[:3])
@@ -253,11 +253,13 @@ def check_same_config(config: dict[str, Any], saved: dict[str, Any], config_path
                           f"continues with its own config; only {', '.join(RUN_ONLY)} may change")
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_dict(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as dotted keys ({"trpo": {"max_kl": …}} -> {"trpo.max_kl": …}); family kwargs stay one
+    value."""
     out: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, dict) and key != "family_kwargs":
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat_dict(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
