@@ -55,10 +55,9 @@ def contenders(family: str, seed: int) -> dict[str, tuple[str, Any]]:
     """name -> (algorithm, config)."""
     base = {**maml_preset(family), "family": family, "run.seed": seed}
     policy = {k: v for k, v in base.items() if k.startswith("policy.")}
-    default = maml.MAMLConfig().estimator
     return {
-        f"MAML ({default})": ("maml", apply_overrides(maml.MAMLConfig(), base)),
-        "MAML (lvc)": ("maml", apply_overrides(maml.MAMLConfig(), {**base, "estimator": "lvc"})),
+        "MAML (lvc, default)": ("maml", apply_overrides(maml.MAMLConfig(), {**base, "estimator": "lvc"})),
+        "MAML (dice, unbiased)": ("maml", apply_overrides(maml.MAMLConfig(), {**base, "estimator": "dice"})),
         "FOMAML": ("fomaml", apply_overrides(maml.MAMLConfig(), {**base, **maml.FOMAML})),
         "Reptile": ("reptile", apply_overrides(ALGORITHMS["reptile"].config_type(),
                                                {"family": family, "run.seed": seed, **policy})),

@@ -61,7 +61,8 @@ def family() -> metarl.TaskFamily:
 
 def exact_config(**overrides: object) -> MAMLConfig:
     """Raw returns (γ = 1, no baseline, no normalisation): the setting the closed forms describe."""
-    base = {"family": TOY_ID, "inner_lr": ALPHA, "gamma": 1.0, "baseline": "none", "normalize_advantages": False}
+    base = {"family": TOY_ID, "inner_lr": ALPHA, "gamma": 1.0, "baseline": "none", "normalize_advantages": False,
+            "estimator": "dice"}  # the unbiased estimator these closed forms test (the default is lvc)
     return MAMLConfig(**{**base, **overrides})  # type: ignore[arg-type]
 
 
@@ -281,12 +282,12 @@ def test_d1_batched_tasks_equal_python_loop() -> None:
 def test_d2_trpo_hvp_equals_gauss_newton() -> None:
     """At θ_old, ∇²_θ KL(π_old ‖ π_θ′(θ)) = Jᵀ F J with J = dθ′/dθ and F the KL Hessian in θ′ (metagrad.md §2.2).
 
-    θ′(θ) is the map the line search evaluates: for the default "dice" that is the naive step in value (the magic
+    θ′(θ) is the map the line search evaluates: for "dice" that is the naive step in value (the magic
     boxes are 1), so J is the naive step's Jacobian (`curvature.metric_estimator`), not DiCE's estimator of E[J]."""
     from metarl.estimators import mean_kl
     from metarl.policies import PolicyOutput, forward
 
-    policy, params, rollouts, cfg = mlp_setup(tasks=2)
+    policy, params, rollouts, cfg = mlp_setup(tasks=2, estimator="dice")
     metric = replace(cfg, estimator="naive")
     theta = flatten(params).requires_grad_(True)
     _, kl = meta_objective(policy, unflatten(theta, params), rollouts, metric)
@@ -310,7 +311,7 @@ def test_d2_trpo_hvp_equals_gauss_newton() -> None:
         fisher = torch.func.hessian(kl_of)(adapted_flat(theta.detach()))
         reference += jac.T @ fisher @ jac @ v / T
     torch.testing.assert_close(ours, reference, rtol=1e-8, atol=1e-12)
-    for derivatives in ("autograd", "fused"):  # what TRPO uses by default (dice), either way it is computed
+    for derivatives in ("autograd", "fused"):  # what TRPO uses with dice, either way it is computed
         product = trust_region_problem(policy, params, rollouts, replace(cfg, derivatives=derivatives)).curvature
         torch.testing.assert_close(product(v), reference, rtol=1e-8, atol=1e-12)
 

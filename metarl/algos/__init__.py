@@ -40,7 +40,7 @@ class Algorithm:
 ALGORITHMS: dict[str, Algorithm] = {
     "maml": Algorithm(maml.MAMLConfig, maml.train, maml.PRESETS, maml.adaptation_returns,
                       maml.default_eval_step_sizes,
-                      summary="second-order MAML (unbiased Loaded-DiCE meta-gradient), TRPO or Adam outer step"),
+                      summary="second-order MAML (LVC by default; unbiased: --estimator dice), TRPO or Adam"),
     "fomaml": Algorithm(maml.MAMLConfig, maml.train, maml.PRESETS, maml.adaptation_returns,
                         maml.default_eval_step_sizes, defaults=maml.FOMAML,
                         summary="first-order MAML: MAML with the inner gradients detached"),
