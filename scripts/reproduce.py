@@ -107,8 +107,9 @@ def trained(algo: str, cfg: Any, existing: Path | None) -> Path:
 
 
 def evaluated(run_dir: Path, args: argparse.Namespace, label: str) -> dict[str, Any]:
+    # `replace`: a re-run after further training publishes the newer evaluation (metarl eval refuses by default)
     outcome = evaluate_run(EvalArgs(run_dir, tasks=args.eval_tasks, steps=args.eval_steps, seed=args.seed,
-                                    quiet=True), label=label)
+                                    quiet=True, replace=True), label=label)
     summary, protocol = outcome.record["summary"], outcome.record["protocol"]
     return {"mean": [s["mean"] for s in summary], "se": [s["se"] for s in summary], "run": str(run_dir),
             "iteration": protocol["iteration"], "checkpoint": protocol["checkpoint"]}
