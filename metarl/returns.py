@@ -161,10 +161,15 @@ def cross_fitted_advantages(
     own = pairs.diagonal(dim1=1, dim2=2).permute(0, 2, 1)  # [T, E, H]: each episode with its own cross-fit
     if not normalize:
         return own, torch.ones(T, E, 1, dtype=rew.dtype, device=rew.device)
-    others = weight[:, None] * (1 - torch.eye(E, dtype=weight.dtype, device=weight.device))[None, :, :, None]
-    w = others / others.sum((2, 3), keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny)
-    mean = (pairs * w).sum((2, 3))[..., None]  # [T, E, 1]
-    std = ((pairs - mean[..., None]).square() * w).sum((2, 3))[..., None].sqrt()
+    # weighted sums of each pair's advantages over its steps, then over the other episodes: two passes over [T, E, E, H]
+    others = 1 - torch.eye(E, dtype=pairs.dtype, device=pairs.device)  # [e, e'], e' ≠ e
+    w = weight.to(pairs.dtype)
+    s0 = (w.sum(-1)[:, None, :] * others).sum(-1)  # [T, e]: Σ_{e'≠e} Σ_h w
+    s1 = (torch.einsum("teph,tph->tep", pairs, w) * others).sum(-1)
+    s2 = (torch.einsum("teph,tph->tep", pairs.square(), w) * others).sum(-1)
+    s0 = s0.clamp_min(torch.finfo(pairs.dtype).tiny)
+    mean = (s1 / s0)[..., None]  # [T, E, 1]
+    std = (s2 / s0 - mean.squeeze(-1).square()).clamp_min(0.0).sqrt()[..., None]
     return (own - mean) / (std + eps) * (weight > 0), std + eps
 
 
