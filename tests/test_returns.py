@@ -123,3 +123,38 @@ def test_linear_baseline_on_a_rank_deficient_batch() -> None:
         X, y = feats[t].reshape(-1, feats.shape[-1]), returns[t].reshape(-1, 1)
         coef = torch.linalg.solve(X.T @ X + 1e-5 * torch.eye(X.shape[1], dtype=torch.float64), X.T @ y)
         torch.testing.assert_close(values[t], (feats[t] @ coef).squeeze(-1) * mask[t], rtol=1e-6, atol=1e-8)
+
+
+def test_cross_fitted_advantages_equal_a_loop_over_left_out_episodes() -> None:
+    """For each episode e: the linear baseline fitted on the other episodes alone (`fit_linear_baseline` on the
+    subset), e's advantages under it, standardised by the other episodes' advantages under the same fit."""
+    from metarl.returns import cross_fitted_advantages
+
+    g = torch.Generator().manual_seed(1)
+    T, E, H, D = 2, 5, 12, 3
+    obs = torch.randn(T, E, H, D, generator=g, dtype=torch.float64)
+    rew = torch.randn(T, E, H, generator=g, dtype=torch.float64)
+    lengths = torch.randint(3, H + 1, (T, E), generator=g)
+    mask = (torch.arange(H) < lengths[..., None]).to(torch.float64)
+    rew = rew * mask
+    weight = step_weights(mask)
+    for lam in (1.0, 0.9):
+        ours, _ = cross_fitted_advantages(obs, rew, mask, weight, 0.99, lam)
+        for t in range(T):
+            for e in range(E):
+                rest = [i for i in range(E) if i != e]
+                returns = discounted_returns(rew[t:t + 1], mask[t:t + 1], 0.99)
+                fit = fit_linear_baseline(obs[t:t + 1, rest], returns[:, rest], mask[t:t + 1, rest])
+                # the fit's coefficients applied to every episode: refit with episode e's rows given zero weight
+                feats = linear_features(obs[t]) * mask[t, ..., None]
+                X, y = feats[rest].reshape(-1, feats.shape[-1]), (returns[0, rest] * mask[t, rest]).reshape(-1, 1)
+                coef = torch.linalg.solve(X.T @ X + 1e-5 * torch.eye(X.shape[1], dtype=torch.float64), X.T @ y)
+                values = (feats @ coef).squeeze(-1) * mask[t]
+                torch.testing.assert_close(values[rest], fit[0])
+                adv = gae(rew[t], values, mask[t], 0.99, lam)
+                others = normalize_advantages(adv[rest][None], weight[t, rest][None])  # their own statistics
+                mean = (adv[rest] * weight[t, rest]).sum() / weight[t, rest].sum()
+                std = (((adv[rest] - mean) ** 2) * weight[t, rest]).sum().div(weight[t, rest].sum()).sqrt()
+                torch.testing.assert_close(others[0], (adv[rest] - mean) / (std + 1e-8) * (weight[t, rest] > 0))
+                expected = (adv[e] - mean) / (std + 1e-8) * (weight[t, e] > 0)
+                torch.testing.assert_close(ours[t, e], expected, rtol=1e-9, atol=1e-10)
