@@ -107,12 +107,31 @@ def trained(algo: str, cfg: Any, existing: Path | None) -> Path:
 
 
 def evaluated(run_dir: Path, args: argparse.Namespace, label: str) -> dict[str, Any]:
-    # `replace`: a re-run after further training publishes the newer evaluation (metarl eval refuses by default)
-    outcome = evaluate_run(EvalArgs(run_dir, tasks=args.eval_tasks, steps=args.eval_steps, seed=args.seed,
-                                    quiet=True, replace=True), label=label)
-    summary, protocol = outcome.record["summary"], outcome.record["protocol"]
+    """The paper-protocol evaluation of `run_dir`: an earlier one of the same protocol and checkpoint is reused (a PPO
+    baseline's evaluation takes most of an hour on a MuJoCo family), else `metarl eval` runs."""
+    record = earlier_evaluation(run_dir, args)
+    if record is None:
+        # `replace`: a re-run after further training publishes the newer evaluation (metarl eval refuses by default)
+        record = evaluate_run(EvalArgs(run_dir, tasks=args.eval_tasks, steps=args.eval_steps, seed=args.seed,
+                                       quiet=True, replace=True), label=label).record
+    summary, protocol = record["summary"], record["protocol"]
     return {"mean": [s["mean"] for s in summary], "se": [s["se"] for s in summary], "run": str(run_dir),
             "iteration": protocol["iteration"], "checkpoint": protocol["checkpoint"]}
+
+
+def earlier_evaluation(run_dir: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """An eval-T<tasks>-E*-k<steps>.json in `run_dir` with this protocol (tasks, steps, seed, the paper's step sizes)
+    of the checkpoint as it is now, or None."""
+    best = run_dir / "best.pt"
+    checkpoint = "best.pt" if best.is_file() else "checkpoint.pt"
+    iteration = driver.open_run(run_dir, checkpoint).payload["state"]["iteration"]
+    for path in sorted(run_dir.glob(f"eval-T{args.eval_tasks}-E*-k{args.eval_steps}.json")):
+        record = json.loads(path.read_text())
+        protocol = record.get("protocol", {})
+        if (protocol.get("seed"), protocol.get("checkpoint"), protocol.get("iteration")) == (args.seed, checkpoint,
+                                                                                          iteration):
+            return record
+    return None
 
 
 def baseline_config(name: str, cfg: MAMLConfig, iterations: int) -> MAMLConfig:
@@ -257,8 +276,14 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=ROOT / "docs/results.md")
     parser.add_argument("--note", action="append", default=[], help="a line for the family's section")
     parser.add_argument("--render-only", action="store_true", help="only regenerate the markdown from the JSONs")
+    parser.add_argument("--notes-only", action="store_true",
+                        help="replace the notes of FAMILY's published result with --note lines, then regenerate")
     args = parser.parse_args()
-    if not args.render_only:
+    if args.notes_only:
+        path = args.out / f"{args.family}.json"
+        result = json.loads(path.read_text())
+        path.write_text(json.dumps({**result, "notes": args.note}, indent=1) + "\n")
+    elif not args.render_only:
         if args.family is None:
             parser.error("name a family (or --render-only)")
         run(args)
