@@ -14,6 +14,8 @@ iteration); the load average beside them, since these 2-core boxes are shared.
 The last line is one JSON object with `seconds_per_iteration`, `sample_s`, `update_s`, `update_over_sample`,
 `peak_rss_mb`, `load_avg` (shipped preset) and the same with an `_exact` suffix. Targets (HalfCheetahVel, idle 2-core
 box): update_over_sample ≤ 0.5, update_over_sample_exact ≤ 1.5, seconds_per_iteration ≤ 7, peak_rss_mb ≤ 1536.
+
+    python scripts/bench_iteration.py --compare-threads --iterations 2   # automatic threads vs 1 and 2, idle/loaded
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -107,7 +111,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for the update (0: automatic, as training: metarl/threads.py)")
     parser.add_argument("--skip-exact", action="store_true", help="time only the preset as it ships")
+    parser.add_argument("--compare-threads", action="store_true",
+                        help="instead: the shipped preset with automatic, 1 and 2 torch threads, idle and next to a "
+                             "CPU-bound process this script starts; is the default within 10%% of the best?")
     args = parser.parse_args()
+    if args.compare_threads:
+        print(json.dumps(compare_threads(args)))
+        return
 
     preset = paper_preset(args.family)
     shipped = apply_overrides(MAMLConfig(), {**PRESETS[preset], "run.seed": args.seed, "run.threads": args.threads})
@@ -131,6 +141,35 @@ def main() -> None:
         result |= runner.summary(args.warmup, suffix)
     result["load_avg"] = max(load_before, os.getloadavg()[0])
     print(json.dumps(result))
+
+
+def compare_threads(args: argparse.Namespace) -> dict[str, object]:
+    """Seconds per iteration of the shipped preset for torch threads auto (0), 1 and 2, idle and loaded."""
+    preset = paper_preset(args.family)
+    out: dict[str, object] = {"family": args.family, "preset": preset, "iterations": args.iterations}
+    for condition in ("idle", "loaded"):
+        competitor = (subprocess.Popen([sys.executable, "-c", "while True: pass"]) if condition == "loaded"
+                      else None)
+        try:
+            seconds = {}
+            for threads in (0, 1, 2):
+                cfg = apply_overrides(MAMLConfig(), {**PRESETS[preset], "run.seed": args.seed, "run.threads": threads})
+                runner = Runner(cfg)
+                for _ in range(args.warmup + args.iterations):
+                    runner.step()
+                key = "auto" if threads == 0 else str(threads)
+                seconds[key] = runner.summary(args.warmup, "")["seconds_per_iteration"]
+                print(f"{condition}, threads {key}: {seconds[key]:.2f} s/iter (update on "
+                      f"{statistics.median(runner.threads)} threads)", flush=True)
+        finally:
+            if competitor is not None:
+                competitor.kill()
+                competitor.wait()
+        best = min(seconds.values())
+        out[condition] = seconds
+        out[f"default_over_best_{condition}"] = seconds["auto"] / best
+    out["load_avg"] = os.getloadavg()[0]
+    return out
 
 
 if __name__ == "__main__":
