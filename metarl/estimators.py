@@ -8,6 +8,7 @@ their *Hessians*, which is what second-order MAML differentiates (notes/metagrad
 | name | Hessian terms kept | unbiased for |
 |---|---|---|
 | ``dice`` | Loaded-DiCE (Farquhar et al. 2019) with λ: all terms at λ = 1 | ∇²V (formulation I) |
+| ``dice_cv`` | dice, cross-time score products centred by the other episodes' | ∇²V (formulation I) |
 | ``lvc`` | per-step ratio (ProMP): drops cross-time score products | biased ∇²V, low variance |
 | ``naive`` | REINFORCE `log π·A`: drops every score product | nothing: the peers' bug |
 
@@ -43,8 +44,8 @@ from metarl.returns import (
 )
 from metarl.sampler import Batch
 
-InnerEstimator = Literal["dice", "lvc", "naive"]
-ESTIMATORS = ("dice", "emaml", "lvc", "naive")
+InnerEstimator = Literal["dice", "dice_cv", "lvc", "naive"]
+ESTIMATORS = ("dice", "dice_cv", "emaml", "lvc", "naive")
 
 
 class TaskData(NamedTuple):
@@ -58,6 +59,8 @@ class TaskData(NamedTuple):
         mask: valid-step mask.
         value0: [T, E], discounted return Σ_t γ^t r_t of each episode (the score term's V̂).
         weight: each step's weight in the batch averages (`metarl.returns.step_weights`), zero at masked steps.
+        scale: [T, E], the standard deviation each episode's advantages were divided by (1 without normalisation):
+            `dice_cv` undoes it to keep its control variate independent of the episode it is applied to.
     """
 
     obs: Tensor
@@ -67,6 +70,7 @@ class TaskData(NamedTuple):
     mask: Tensor
     value0: Tensor
     weight: Tensor
+    scale: Tensor
 
 
 def prepare(
@@ -94,9 +98,11 @@ def prepare(
     if baseline not in ("linear", "none"):
         raise ValueError(f"baseline must be 'linear' or 'none', got {baseline!r}")
     weight = step_weights(batch.mask, average)
+    scale = torch.ones(batch.mask.shape[:-1], dtype=batch.rew.dtype, device=batch.rew.device)
     if cross_fit:
-        adv, _ = cross_fitted_advantages(batch.obs, batch.rew, batch.mask, weight, gamma, gae_lambda,
-                                         baseline == "linear", normalize)
+        adv, std = cross_fitted_advantages(batch.obs, batch.rew, batch.mask, weight, gamma, gae_lambda,
+                                           baseline == "linear", normalize)
+        scale = std[..., 0]
     else:
         returns = discounted_returns(batch.rew, batch.mask, gamma)
         values = fit_linear_baseline(batch.obs, returns, batch.mask) if baseline == "linear" else \
@@ -105,7 +111,7 @@ def prepare(
         if normalize:
             adv = normalize_advantages(adv, weight)
     return TaskData(batch.obs, batch.act, batch.logp, adv.detach(), batch.mask, discounted_total(batch.rew, gamma),
-                    weight)
+                    weight, scale)
 
 
 # ----------------------------------------------------------------------------------------------- surrogates
@@ -133,15 +139,59 @@ def loaded_dice(logp: Tensor, adv: Tensor, weight: Tensor, lam: float = 1.0) -> 
     Returns:
         [...], the weighted average over the E·H steps.
     """
-    if lam == 1.0:
-        w = logp.cumsum(-1)
-    else:  # w_t = Σ_{t'≤t} λ^{t−t'} log π_{t'}: a discounted cumsum as one matmul (no in-place ops for torch.func)
-        H = logp.shape[-1]
-        t = torch.arange(H, device=logp.device)
-        lag = (t[:, None] - t[None, :]).clamp_min(0).to(logp.dtype)  # in logp's dtype: λ^lag in float32 would
-        decay = torch.where(t[:, None] >= t[None, :], lam**lag, 0.0)  # cost a float64 policy 1e-8 of precision
-        w = logp @ decay.T
+    w = logp.cumsum(-1) if lam == 1.0 else logp @ lambda_decay(logp.shape[-1], lam, logp).T
     return _weighted_sum((magic_box(w) - magic_box(w - logp)) * adv, weight)
+
+
+def lambda_decay(H: int, lam: float, like: Tensor) -> Tensor:
+    """[H, H] lower-triangular D[t, t'] = λ^{t−t'} (t ≥ t'), in `like`'s dtype and device: x @ D.T is the discounted
+    cumsum Σ_{t'≤t} λ^{t−t'} x_t' and x @ D the reverse one, as one matmul (no in-place ops for torch.func)."""
+    t = torch.arange(H, device=like.device)
+    lag = (t[:, None] - t[None, :]).clamp_min(0).to(like.dtype)  # in like's dtype: λ^lag in float32 would cost a
+    return torch.where(t[:, None] >= t[None, :], lam**lag, 0.0).to(like.dtype)  # float64 policy 1e-8 of precision
+
+
+def later_sum(x: Tensor, lam: float) -> Tensor:
+    """Σ_{t>a} λ^{t−a} x_t for every a: [..., H] -> [..., H]."""
+    if lam == 1.0:
+        return x.flip(-1).cumsum(-1).flip(-1) - x
+    return x @ lambda_decay(x.shape[-1], lam, x) - x
+
+
+def others_mean(x: Tensor) -> Tensor:
+    """Leave-one-out mean over the episodes: [..., E, H] -> [..., E, H], row e = mean of the rows e' ≠ e (zero for
+    E = 1: no other episode, no control variate)."""
+    E = x.shape[-2]
+    if E < 2:
+        return torch.zeros_like(x)
+    return (x.sum(-2, keepdim=True) - x) / (E - 1)
+
+
+def score_control_variate(logp: Tensor, adv: Tensor, weight: Tensor, scale: Tensor, lam: float = 1.0) -> Tensor:
+    """The control variate of `dice_cv`: −Σ_{e,a} (⊠(l_a^e) − 1)·(Q̄_a^e − ⊥Q̄_a^e), zero in value and gradient.
+
+    Loaded-DiCE's Hessian holds the cross-time score products Σ_a (s_a P_aᵀ + P_a s_aᵀ) of each episode, with s_a =
+    ∇log π(a_a|s_a) and P_a = Σ_{t>a} λ^{t−a} w_t A_t s_t the episode's own policy gradient from step a + 1 on: a
+    score times a noisy sum of up to H scores, the variance issue 16 measured. This term's Hessian subtracts
+    s_a P̄_aᵀ + P̄_a s_aᵀ, with P̄_a^e = ∇Q̄_a^e the same sum averaged over the task's *other* episodes at the same
+    step index (a time-dependent vector baseline for the score s_a, in the spirit of Mao et al. 2019, "A baseline for
+    any order gradient estimation in stochastic computation graphs", ICML). P̄_a^e does not depend on episode e, so
+    E[s_a^e P̄_a^eᵀ] = E[s_a^e]·E[P̄_a^e]ᵀ = 0 and the Hessian stays unbiased for ∇²V. Normalised advantages are
+    divided by σ_{e'} fitted on the episodes other than e' (cross-fitting), which includes e: so the other episodes'
+    terms are taken with σ_{e'} undone and divided by e's own σ_e, which is independent of e.
+
+    Args:
+        logp: [..., E, H] log π_θ(a|s), masked, differentiable.
+        adv, weight: [..., E, H] detached advantages and step weights (their product is c_t of the Hessian).
+        scale: [..., E] σ_e (`TaskData.scale`).
+        lam: Loaded-DiCE λ (P_a carries the same decay).
+
+    Returns:
+        [...] (zero in value).
+    """
+    sigma = scale[..., None]
+    q_bar = others_mean(later_sum(weight * adv * logp, lam) * sigma) / sigma
+    return -((magic_box(logp) - 1) * (q_bar - q_bar.detach())).sum((-2, -1))
 
 
 def lvc(logp: Tensor, logp_old: Tensor, adv: Tensor, weight: Tensor) -> Tensor:
@@ -166,11 +216,14 @@ def inner_objective(
     logp = gaussian_log_prob(forward(policy, params, data.obs), data.act) * data.mask
     if estimator == "dice":
         return loaded_dice(logp, data.adv, data.weight, dice_lambda)
+    if estimator == "dice_cv":
+        return loaded_dice(logp, data.adv, data.weight, dice_lambda) + \
+            score_control_variate(logp, data.adv, data.weight, data.scale, dice_lambda)
     if estimator == "lvc":
         return lvc(logp, data.logp_old * data.mask, data.adv, data.weight)
     if estimator == "naive":
         return naive(logp, data.adv, data.weight)
-    raise ValueError(f"unknown inner estimator {estimator!r}; choose from dice, lvc, naive")
+    raise ValueError(f"unknown inner estimator {estimator!r}; choose from dice, dice_cv, lvc, naive")
 
 
 def outer_objective(out: PolicyOutput, data: TaskData) -> Tensor:

@@ -85,6 +85,7 @@ class _Step:
     point: Point
     back: Backward
     coef: Tensor
+    scale: Tensor
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _cache(lay: MLPLayout, path: Sequence[Params], pre: Sequence[TaskData], post
             coef = inner_coefficients(point, chunk, estimator)
             _, back = gradient(lay, point, coef, keep=True)
             assert back is not None
-            steps.append(_Step(point, back, coef))
+            steps.append(_Step(point, back, coef, chunk.scale))
     post_chunk = take_data(post, rows)
     point = linearize(lay, take(path[-1], rows), post_chunk.obs, post_chunk.act, post_chunk.mask)
     return _Chunk(rows, steps, point, post_chunk)
@@ -140,7 +141,7 @@ class FusedMeta:
         path: θ_1..θ_k at θ_old, stacked [T, ...] (`MetaRollouts.adapted`).
         pre, post, old_mean, old_log_std, score_weight: the rollouts (`MetaRollouts`).
         lrs: α_1..α_k.
-        estimator: the meta-gradient's estimator (dice, lvc, naive, emaml).
+        estimator: the meta-gradient's estimator (dice, dice_cv, lvc, naive, emaml).
         dice_lambda: Loaded-DiCE λ.
         first_order: FOMAML (no Jacobian through the inner steps).
         metric: the inner surrogate whose Hessians form the curvature's J (`curvature.metric_estimator`).
@@ -179,7 +180,7 @@ class FusedMeta:
                 step = chunk.steps[j] if chunk.steps else None
                 if not self.first_order:
                     assert step is not None
-                    hg = hessian_product(self.lay, step.point, step.back, step.coef, partial(coupling, step.coef), g)
+                    hg = hessian_product(self.lay, step.point, step.back, step.coef, partial(coupling, step), g)
                     g = _add(g, hg, self.lrs[j])
                 if self.emaml:
                     assert step is not None
@@ -192,8 +193,8 @@ class FusedMeta:
         assert total_grad is not None
         return total_value / self.T, total_grad / self.T
 
-    def _coupling(self, estimator: str, coef: Tensor, d: Tensor) -> Tensor | None:
-        return score_coupling(estimator, coef, d, self.dice_lambda)
+    def _coupling(self, estimator: str, step: _Step, d: Tensor) -> Tensor | None:
+        return score_coupling(estimator, step.coef, d, self.dice_lambda, step.scale)
 
     # --- TRPO's curvature
     def curvature(self, v: Tensor) -> Tensor:
@@ -219,7 +220,7 @@ class FusedMeta:
 
     def _metric_hvp(self, step: _Step, u: Params) -> Params:
         return hessian_product(self.lay, step.point, step.back, step.coef,
-                               partial(self._coupling, self.metric, step.coef), u)
+                               partial(self._coupling, self.metric, step), u)
 
     # --- line-search evaluations
     def evaluate(self, theta: Params) -> tuple[Tensor, Tensor]:

@@ -15,6 +15,7 @@ c_s (∂²l_s/∂out²)(J_out v)_s + g_s β_s. The estimators differ in c and β
 | naive | w·A | 0 |
 | lvc | w·A·ρ, ρ = π/π_old | c_s d_s |
 | dice (Loaded-DiCE, λ) | w·A | c_t d_t + c_t Σ_{t'<t} λ^{t−t'} d_{t'} + Σ_{u>t} λ^{u−t} c_u d_u |
+| dice_cv | w·A | dice's, each of the two sums less its σ-rescaled mean over the task's other episodes |
 
 The dice row is ∇²L = Σ_t c_t [∇²l_t + s_t s_tᵀ + λ(s_t G_{t−1}ᵀ + G_{t−1} s_tᵀ)] with G_t = Σ_{t'≤t} λ^{t−t'} s_{t'}
 (the magic boxes are 1 in value, so the dice *gradient* is the naive one at every θ). Shapes: a chunk holds c tasks
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metarl.estimators import TaskData
+from metarl.estimators import TaskData, later_sum, others_mean
 from metarl.mlp_products import Backward, MLPLayout, Tape, jvp, r_vjp, record, vjp
 from metarl.policies import LOG_2PI, Params
 from metarl.returns import normalized_weights
@@ -120,36 +121,33 @@ def gradient(lay: MLPLayout, point: Point, coef: Tensor, keep: bool = False) -> 
 
 # ----------------------------------------------------------------------------------------------- surrogates
 def inner_coefficients(point: Point, data: TaskData, estimator: str) -> Tensor:
-    """c_s of the inner surrogate at this point: w·A (naive, dice) or w·A·π/π_old (lvc), [c, E, H]."""
+    """c_s of the inner surrogate at this point: w·A (naive, dice, dice_cv) or w·A·π/π_old (lvc), [c, E, H]."""
     coef = data.weight * data.adv
     if estimator == "lvc":
         return coef * torch.exp(point.logp - data.logp_old * data.mask)
-    if estimator in ("naive", "dice"):
+    if estimator in ("naive", "dice", "dice_cv"):
         return coef
-    raise ValueError(f"unknown inner estimator {estimator!r}; choose from dice, lvc, naive")
+    raise ValueError(f"unknown inner estimator {estimator!r}; choose from dice, dice_cv, lvc, naive")
 
 
-def score_coupling(estimator: str, coef: Tensor, d: Tensor, dice_lambda: float) -> Tensor | None:
-    """β_s(v) of the table above from the directional scores d [c, E, H] (None: no score products)."""
+def score_coupling(estimator: str, coef: Tensor, d: Tensor, dice_lambda: float,
+                   scale: Tensor | None = None) -> Tensor | None:
+    """β_s(v) of the table above from the directional scores d [c, E, H] (None: no score products); `scale` [c, E]
+    is `TaskData.scale`, needed by dice_cv."""
     if estimator == "naive":
         return None
     cd = coef * d
-    if estimator == "lvc":
-        return cd
-    if estimator != "dice":
+    if estimator == "lvc" or (estimator in ("dice", "dice_cv") and dice_lambda == 0.0):
+        return cd  # Loaded-DiCE at λ = 0 is LVC's Hessian
+    if estimator not in ("dice", "dice_cv"):
         raise ValueError(f"unknown inner estimator {estimator!r}")
-    if dice_lambda == 0.0:  # Loaded-DiCE at λ = 0 is LVC's Hessian
-        return cd
-    if dice_lambda == 1.0:
-        earlier = d.cumsum(-1) - d  # Σ_{t'<t} d_t'
-        later = cd.flip(-1).cumsum(-1).flip(-1) - cd  # Σ_{u>t} c_u d_u
-    else:  # discounted sums as one [H, H] matmul (H ≤ a few hundred)
-        H = d.shape[-1]
-        t = torch.arange(H, device=d.device)
-        lag = t[:, None] - t[None, :]  # t − t'
-        decay = torch.where(lag >= 0, dice_lambda ** lag.clamp_min(0).to(d.dtype), 0.0).to(d.dtype)
-        earlier = d @ decay.T - d  # Σ_{t'<t} λ^{t−t'} d_t'
-        later = cd @ decay - cd  # Σ_{u>t} λ^{u−t} c_u d_u
+    later = later_sum(cd, dice_lambda)  # Σ_{u>t} λ^{u−t} c_u d_u
+    earlier = later_sum(d.flip(-1), dice_lambda).flip(-1)  # Σ_{t'<t} λ^{t−t'} d_t'
+    if estimator == "dice_cv":  # estimators.score_control_variate: s_a P̄_aᵀ + P̄_a s_aᵀ subtracted
+        assert scale is not None, "dice_cv needs TaskData.scale"
+        sigma = scale[..., None]
+        later = later - others_mean(later * sigma) / sigma
+        earlier = earlier - sigma * others_mean(earlier / sigma)
     return cd + coef * earlier + later
 
 

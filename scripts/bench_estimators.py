@@ -31,13 +31,15 @@ from metarl.sampler import Sampler
 from metarl.training import start
 from metarl.trpo import flatten
 
-UNBIASED = {"dice": True, "emaml": True, "lvc": False, "naive": False}
-"""Formulation I/II unbiasedness as tests/test_metagrad.py establishes it (dice at λ = 1; emaml for formulation II)."""
+UNBIASED = {"dice": True, "dice_cv": True, "emaml": True, "lvc": False, "naive": False}
+"""Formulation I/II unbiasedness as tests/test_metagrad.py establishes it (dice and dice_cv at λ = 1; emaml for
+formulation II)."""
 
 
 def estimators(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {"naive": {"estimator": "naive"}, "lvc": {"estimator": "lvc"},
-                                         "dice": {"estimator": "dice"}}
+                                         "dice": {"estimator": "dice"},
+                                         "dice_cv": {"estimator": "dice_cv"}}
     for lam in args.dice_lambdas:
         out[f"dice-λ{lam:g}"] = {"estimator": "dice", "dice_lambda": lam}
     return out

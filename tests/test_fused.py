@@ -59,7 +59,7 @@ def perturbed(params: dict, scale: float = 0.05, seed: int = 1) -> dict:
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize(("estimator", "dice_lambda"), [("naive", 1.0), ("lvc", 1.0), ("dice", 1.0), ("dice", 0.6),
-                                                        ("dice", 0.0)])
+                                                        ("dice", 0.0), ("dice_cv", 1.0), ("dice_cv", 0.6)])
 def test_inner_gradient_and_hessian_product_match_autograd(wide_goals: str, activation: str, estimator: str,
                                                            dice_lambda: float) -> None:
     """At θ ≠ θ_old (LVC's ratios differ from 1): ∇L and ∇²L·v per task equal autograd's double backward."""
@@ -81,7 +81,8 @@ def test_inner_gradient_and_hessian_product_match_autograd(wide_goals: str, acti
     coef = inner_coefficients(point, data, estimator)
     ours, back = gradient(lay, point, coef, keep=True)
     assert back is not None
-    ours_hv = hessian_product(lay, point, back, coef, lambda d: score_coupling(estimator, coef, d, dice_lambda), v)
+    ours_hv = hessian_product(lay, point, back, coef,
+                              lambda d: score_coupling(estimator, coef, d, dice_lambda, data.scale), v)
     for name, ref_g, ref_hv in zip(leaves, grads, hv, strict=True):
         torch.testing.assert_close(ours[name], ref_g, rtol=1e-10, atol=1e-13, msg=name)
         torch.testing.assert_close(ours_hv[name], ref_hv, rtol=1e-10, atol=1e-13, msg=name)
@@ -102,13 +103,14 @@ def test_fisher_product_matches_autograd(wide_goals: str, activation: str) -> No
         torch.testing.assert_close(ours[name], reference[name], rtol=1e-10, atol=1e-13, msg=name)
 
 
-CASES = [{}, {"estimator": "lvc"}, {"estimator": "naive"}, {"estimator": "emaml"}, {"first_order": True},
-         {"dice_lambda": 0.5}, {"curvature_subsample": 2}, {"average": "episodes"}]
+CASES = [{}, {"estimator": "dice"}, {"estimator": "dice_cv"}, {"estimator": "naive"}, {"estimator": "emaml"},
+         {"first_order": True}, {"estimator": "dice", "dice_lambda": 0.5}, {"estimator": "dice_cv", "dice_lambda": 0.5},
+         {"curvature_subsample": 2}, {"average": "episodes"}]
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("inner_steps", [1, 2])
-@pytest.mark.parametrize("overrides", CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "dice")
+@pytest.mark.parametrize("overrides", CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 def test_fused_meta_objective_matches_autograd(wide_goals: str, activation: str, inner_steps: int,
                                                overrides: dict) -> None:
     """TRPO's whole problem: the meta-gradient, the curvature products and line-search values at another θ."""

@@ -14,6 +14,9 @@ Which objective the meta-gradient estimates depends on `estimator` (metarl/estim
 - "dice": Loaded-DiCE inner surrogate, λ = `dice_lambda`. Its Hessian is unbiased for ∇²V, so the meta-gradient
   estimates formulation I, ∇ E_T V_T(θ + α∇V_T(θ)) (up to the O(α²/N) same-batch bias every formulation-I estimator
   has): the unbiased choice, at the price of the variance of products of up to H per-step scores.
+- "dice_cv": "dice" with a control variate on those products: each episode's cross-time score products are centred
+  by the same products of the task's other episodes (estimators.score_control_variate). Unbiased for formulation I
+  as "dice" is; the same inner step and gradient, a lower-variance Jacobian.
 - "emaml": naive inner step plus E-MAML's score term: exactly unbiased for formulation II, the objective of the
   *sampled* inner step, E_T E_τ V_T(θ + α ĝ(θ; τ)), at any batch size.
 - "naive" (the REINFORCE surrogate every public PyTorch port differentiates; biased, its Hessian drops all score
@@ -69,9 +72,10 @@ class MAMLConfig:
     """per-step sizes overriding inner_lr (one per inner step)"""
     first_order: bool = False
     """drop second-order terms (FOMAML)"""
-    estimator: Literal["dice", "emaml", "lvc", "naive"] = "lvc"
+    estimator: Literal["dice", "dice_cv", "emaml", "lvc", "naive"] = "lvc"
     """meta-gradient estimator: lvc (ProMP; biased, low variance, learns best), dice (Loaded-DiCE: unbiased for
-    formulation I), emaml (unbiased for formulation II), naive (the ports' surrogate)"""
+    formulation I), dice_cv (dice with a control variate for its score products; unbiased), emaml (unbiased for
+    formulation II), naive (the ports' surrogate)"""
     dice_lambda: float = 1.0
     """Loaded-DiCE λ (1: unbiased for every order; < 1 discounts distant cross-time terms)"""
     gamma: float = 0.99
