@@ -30,8 +30,8 @@ def metric_estimator(estimator: str) -> str:
     DiCE's magic boxes are 1 in value, so a DiCE inner step *evaluates* as the naive one: θ′(θ) on the stored
     episodes is θ + α·ĝ_naive(θ) for "dice" (any λ), "dice_cv", "naive" and "emaml"; LVC's importance-weighted step
     is its own map. The meta-gradient keeps its estimator's (unbiased) Jacobian; only the trust region's metric uses
-    this one. With the DiCE Jacobian instead, whose H-fold score products make JᵀFJ far larger than the curvature of the map,
-    TRPO's accepted KL on HalfCheetahVel was 0.00012 against max_kl 0.01 (issue 16; the naive map's: 0.0106).
+    this one. With the DiCE Jacobian instead, whose H-fold score products make JᵀFJ far larger than the curvature of
+    the map, TRPO's accepted KL on HalfCheetahVel was 0.00012 against max_kl 0.01 (issue 16; the naive map's: 0.0106).
     """
     return "lvc" if estimator == "lvc" else "naive"
 
