@@ -98,20 +98,25 @@ def per_task_flat(params: dict) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- check A1
-@pytest.mark.parametrize("goal", GOALS)
-def test_a1_dice_inner_jacobian_is_unbiased(family: metarl.TaskFamily, goal: float) -> None:
-    """E[dθ′/dθ] = I + α∇²V/H exactly, at any batch size: the Loaded-DiCE Hessian is unbiased for ∇²V."""
+def exact_jacobian(goal: float) -> torch.Tensor:
+    """I + α∇²V/H at θ = (μ0, μ1, log σ), [3, 3]."""
     theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
-    exact = torch.eye(3, dtype=torch.float64) + ALPHA * hess_value(theta, goal) / H
-    z = zscore(inner_jacobians(family, "dice", goal, chunks=200, per_chunk=200), exact)
+    return torch.eye(3, dtype=torch.float64) + ALPHA * hess_value(theta, goal) / H
+
+
+@pytest.mark.parametrize("estimator", ["dice", "dice_cv"])
+@pytest.mark.parametrize("goal", GOALS)
+def test_a1_dice_inner_jacobian_is_unbiased(family: metarl.TaskFamily, goal: float, estimator: str) -> None:
+    """E[dθ′/dθ] = I + α∇²V/H exactly, at any batch size: the Loaded-DiCE Hessian is unbiased for ∇²V, and so is
+    dice_cv's (its control variate, the other episodes' cross-time score products, has expectation zero)."""
+    z = zscore(inner_jacobians(family, estimator, goal, chunks=200, per_chunk=200), exact_jacobian(goal))
     assert z.abs().max() < 5, z
 
 
 def test_a1_lvc_drops_the_cross_time_term(family: metarl.TaskFamily) -> None:
     """LVC keeps every Hessian entry but ∂²/∂μ0∂μ1, which it estimates as exactly 0 (the true value is −2)."""
-    theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
     jac = inner_jacobians(family, "lvc", 1.0, chunks=200, per_chunk=200)
-    exact = torch.eye(3, dtype=torch.float64) + ALPHA * hess_value(theta, 1.0) / H
+    exact = exact_jacobian(1.0)
     assert torch.all(jac[:, 0, 1] == 0) and torch.all(jac[:, 1, 0] == 0)
     others = zscore(jac, exact).flatten()[[0, 2, 4, 5, 6, 7, 8]]
     assert others.abs().max() < 5, others
@@ -119,19 +124,9 @@ def test_a1_lvc_drops_the_cross_time_term(family: metarl.TaskFamily) -> None:
 
 def test_a1_naive_surrogate_hessian_is_biased(family: metarl.TaskFamily) -> None:
     """The REINFORCE surrogate's Hessian drops the score products: far from ∇²V (the peers' bug)."""
-    theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
-    exact = torch.eye(3, dtype=torch.float64) + ALPHA * hess_value(theta, 1.0) / H
+    exact = exact_jacobian(1.0)
     z = zscore(inner_jacobians(family, "naive", 1.0, chunks=100, per_chunk=100), exact)
     assert z[:2, :2].abs().min() > 20, z  # the whole μμ block is wrong
-
-
-@pytest.mark.parametrize("goal", GOALS)
-def test_a1_dice_cv_inner_jacobian_is_unbiased(family: metarl.TaskFamily, goal: float) -> None:
-    """The control variate (the other episodes' cross-time score products) keeps E[dθ′/dθ] = I + α∇²V/H."""
-    theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
-    exact = torch.eye(3, dtype=torch.float64) + ALPHA * hess_value(theta, goal) / H
-    z = zscore(inner_jacobians(family, "dice_cv", goal, chunks=200, per_chunk=200), exact)
-    assert z.abs().max() < 5, z
 
 
 def test_a1_dice_cv_centred_on_its_own_episode_is_biased(family: metarl.TaskFamily,
@@ -143,8 +138,7 @@ def test_a1_dice_cv_centred_on_its_own_episode_is_biased(family: metarl.TaskFami
     def with_own(x: torch.Tensor) -> torch.Tensor:
         return x.mean(-2, keepdim=True).expand_as(x)
 
-    theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
-    exact = torch.eye(3, dtype=torch.float64) + ALPHA * hess_value(theta, 1.0) / H
+    exact = exact_jacobian(1.0)
     unbiased = zscore(inner_jacobians(family, "dice_cv", 1.0, chunks=4000, per_chunk=2), exact)
     monkeypatch.setattr(estimators, "others_mean", with_own)
     biased = zscore(inner_jacobians(family, "dice_cv", 1.0, chunks=4000, per_chunk=2), exact)
