@@ -42,6 +42,7 @@ import torch
 import metarl
 from metarl.algos.maml import PRESETS, MAMLConfig, adaptation_returns, train
 from metarl.config import apply_overrides, build_policy
+from metarl.estimators import ESTIMATORS
 from metarl.sampler import Sampler
 from metarl.training import TrainState
 
@@ -78,8 +79,8 @@ def main() -> None:
     parser.add_argument("--peer-python", default=sys.executable, help="the Python of the port's environment")
     parser.add_argument("--peer-workers", type=int, default=2, help="the port's sampler worker processes")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds with --peer")
-    parser.add_argument("--estimator", default="dice", choices=["dice", "dice_cv", "emaml", "lvc", "naive"],
-                        help="meta-gradient estimator (the port differentiates the naive surrogate)")
+    parser.add_argument("--estimator", default=MAMLConfig.estimator, choices=list(ESTIMATORS),
+                        help="meta-gradient estimator (default: the shipped one; the port differentiates `naive`)")
     parser.add_argument("--dice-lambda", type=float, default=1.0, help="Loaded-DiCE λ")
     parser.add_argument("--average", default=None, choices=["steps", "episodes"],
                         help="how batch averages weigh steps (default: the preset's)")
