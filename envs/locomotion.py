@@ -151,7 +151,8 @@ class AntFamily(MujocoFamily):
         return {
             "reward_ctrl": -control_cost(action, self.ctrl_cost_weight),
             "reward_contact": -self.contact_cost_weight * contact,
-            "reward_survive": torch.full((sim.num_envs,), self.survive_reward, dtype=torch.float64),
+            "reward_survive": torch.full((sim.num_envs,), self.survive_reward, dtype=torch.float64,
+                                         device=sim.device),
         }
 
     def terminated(self, sim: Simulator) -> Tensor:

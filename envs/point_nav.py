@@ -18,6 +18,7 @@ from torch import Tensor
 
 from metarl.family import StepResult, TaskFamily, check_range
 from metarl.registry import FamilySpec
+from metarl.sim import backend_device
 
 
 class GoalTasks(NamedTuple):
@@ -54,7 +55,7 @@ class PointNav(TaskFamily):
         return GoalTasks(goal)
 
     def make_env(self, num_envs: int, backend: str = "cpu") -> PointNavEnv:
-        device = torch.device("cpu" if backend == "cpu" else backend)
+        device = backend_device(backend)  # "cpu", "warp" (cpu), "warp:cuda:0", or a bare torch device
         return PointNavEnv(self, num_envs, device)
 
 

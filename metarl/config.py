@@ -82,6 +82,12 @@ class RunConfig:
     threads: int = 0
     """torch threads for the update: 0 follows the machine (every usable core, fewer while other processes keep
     cores busy: metarl/threads.py), N fixes it; the rollouts always use one (the simulator's threads need the cores)"""
+    backend: Literal["auto", "cpu", "warp"] = "auto"
+    """simulator: cpu (mujoco.batch), warp (MJWarp, float32: pip install 'metarl[gpu]'), or auto (warp on CUDA when a
+    GPU is visible and the extra installed, else cpu); docs/gpu.md"""
+    device: str = "auto"
+    """where the simulation, rollouts and policy live: cpu, cuda, cuda:N, or auto (cuda with the warp backend when a
+    GPU is visible, else cpu)"""
 
     def __post_init__(self) -> None:
         if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
@@ -96,9 +102,26 @@ class RunConfig:
             raise ValueError(f"run.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.threads < 0:
             raise ValueError(f"run.threads must be >= 0 (0: automatic), got {self.threads}")
+        if self.device != "auto" and self.device != "cpu" and not _is_cuda_name(self.device):
+            raise ValueError(f"run.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.validate_every < 0 or self.validation_tasks < 1:
             raise ValueError(f"run.validate_every must be >= 0 and run.validation_tasks >= 1, got "
                              f"{self.validate_every}, {self.validation_tasks}")
+
+
+def _is_cuda_name(device: str) -> bool:
+    return device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())
+
+
+def run_backend(run: RunConfig) -> str:
+    """The backend string (`metarl.sim`: "cpu", "warp", "warp:cuda:0") for `run.backend` and `run.device` on this
+    machine; `ConfigError` (one line naming what to install or pass) when it cannot run here."""
+    from metarl.sim import BackendError, resolve_backend
+
+    try:
+        return resolve_backend(run.backend, run.device)
+    except BackendError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _finite_number(value: Any) -> bool:

@@ -139,6 +139,7 @@ class Validator:
     """
 
     def __init__(self, algorithm: Algorithm, cfg: Any, family: TaskFamily, policy: nn.Module) -> None:
+        from metarl.config import run_backend
         from metarl.evaluate import default_episodes, stream_generator, training_steps
         from metarl.sampler import Sampler
 
@@ -150,7 +151,7 @@ class Validator:
         self.adaptation_returns = algorithm.adaptation_returns
         self.step_sizes = algorithm.eval_step_sizes(cfg, training_steps(cfg))
         self.cfg, self.policy, self.episodes = cfg, policy, default_episodes(cfg)
-        self.sampler = Sampler(family)
+        self.sampler = Sampler(family, run_backend(cfg.run))
 
     def __call__(self, params: Params) -> dict[str, float]:
         """`val/return_pre` (θ) and `val/return_post` (after the training number of adaptation steps)."""

@@ -238,7 +238,7 @@ class MujocoFamily(TaskFamily):
 
     def terminated(self, sim: Simulator) -> Tensor:
         """bool [N]: episodes the MDP ends after this step (default: none; the sampler handles the horizon)."""
-        return torch.zeros(sim.num_envs, dtype=torch.bool)
+        return torch.zeros(sim.num_envs, dtype=torch.bool, device=sim.device)
 
 
 class MujocoVecEnv:

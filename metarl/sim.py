@@ -4,7 +4,11 @@ A `Simulator` holds N simulations of one MuJoCo model. Families read positions a
 torch tensors and write per-simulation model fields (gravity for slopes, masses, friction) for physics-side task
 parameters. The CPU backend wraps `mujoco.batch.Batch` (MuJoCo >= 3.17): bit-identical to stepping plain `MjData`,
 and hence to Gymnasium's MuJoCo envs (notes/batched-sim.md §3.1). A GPU backend (MJWarp) implements the same
-protocol; callers never see which one runs.
+protocol (metarl/sim_warp.py); callers never see which one runs.
+
+A *backend* string names the simulator and, for MJWarp, its device: ``"cpu"`` (mujoco.batch), ``"warp"`` (MJWarp on
+Warp's CPU device), ``"warp:cuda"`` / ``"warp:cuda:1"`` (on a GPU). `resolve_backend` turns the run's
+``--run.backend``/``--run.device`` into one; pure-torch families read only its device (`backend_device`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-BACKENDS = ("cpu",)
-"""Simulator backends available in this install (`make_simulator`'s `backend` argument)."""
+from metarl.sim_warp import GPU_EXTRA, MujocoWarpSim, warp_available
+
+BACKENDS = ("cpu", "warp") if warp_available() else ("cpu",)
+"""Simulators available in this install (`make_simulator`'s `backend` argument, before any ":device")."""
 
 
 class Simulator(Protocol):
@@ -211,7 +217,59 @@ def make_simulator(
     persistent: bool = False,
     nthread: int | None = None,
 ) -> Simulator:
-    """Build a `Simulator` for `backend` (see `BACKENDS`)."""
-    if backend == "cpu":
+    """Build a `Simulator` for `backend`: "cpu", "warp" or "warp:<device>" (see `BACKENDS`)."""
+    name, _, device = backend.partition(":")
+    if name == "cpu" and not device:
         return MujocoBatchSim(model, num_envs, frame_skip, nthread=nthread, persistent=persistent)
+    if name == "warp":
+        if not warp_available():
+            raise BackendError(f"the warp backend needs mujoco-warp and warp-lang: {GPU_EXTRA}")
+        return MujocoWarpSim(model, num_envs, frame_skip, device=device or "cpu", persistent=persistent)
     raise ValueError(f"unknown simulator backend {backend!r}; available: {', '.join(BACKENDS)}")
+
+
+class BackendError(ValueError):
+    """A backend or device that this install or machine cannot provide: one line that says what to install."""
+
+
+def backend_device(backend: str) -> torch.device:
+    """The torch device a backend string puts its tensors on: "cpu" and "warp" -> cpu, "warp:cuda:0" -> cuda:0;
+    a bare device ("cuda:0", as pure-torch families have always accepted) -> that device."""
+    name, _, device = backend.partition(":")
+    if name == "warp":
+        return torch.device(device or "cpu")
+    return torch.device(backend)
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """The backend string for a run's ``--run.backend`` (auto, cpu, warp) and ``--run.device`` (auto, cpu,
+    cuda[:n]).
+
+    `auto` backend: warp on CUDA when a GPU is visible (and the warp extra installed), else cpu. `auto` device: cuda
+    for the warp backend when a GPU is visible, else cpu. Raises `BackendError` (one line: what to install or pass)
+    for warp without mujoco-warp, cuda without CUDA, or the cpu backend on cuda.
+    """
+    if device != "auto" and device != "cpu" and not _is_cuda(device):
+        raise BackendError(f"run.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if backend not in ("auto", "cpu", "warp"):
+        raise BackendError(f"run.backend must be auto, cpu or warp, got {backend!r}")
+    gpu = torch.cuda.is_available()
+    if _is_cuda(device) and not gpu:
+        raise BackendError(f"run.device {device}: CUDA is not available to torch here (a CPU build of torch, or no "
+                           f"GPU visible); use --run.device cpu, or install a CUDA torch and {GPU_EXTRA}")
+    if backend == "auto":
+        backend = "warp" if (gpu and warp_available() and device != "cpu") or _is_cuda(device) else "cpu"
+    if backend == "warp" and not warp_available():
+        raise BackendError(f"run.backend warp needs mujoco-warp and warp-lang: {GPU_EXTRA}")
+    if backend == "cpu":
+        if _is_cuda(device):
+            raise BackendError(f"run.backend cpu simulates on the CPU, not {device}: use --run.backend warp "
+                               f"({GPU_EXTRA}) or --run.device cpu")
+        return "cpu"
+    if device == "auto":
+        device = "cuda" if gpu else "cpu"
+    return "warp" if device == "cpu" else f"warp:{device}"
+
+
+def _is_cuda(device: str) -> bool:
+    return device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from metarl import registry
-from metarl.config import build_policy
+from metarl.config import build_policy, run_backend
 from metarl.logger import Logger, NullLogger
 from metarl.policies import Params, params_of
+from metarl.sim import backend_device
 from metarl.threads import ThreadPolicy
 
 if TYPE_CHECKING:
@@ -51,18 +52,27 @@ class Session:
     policy: nn.Module
     state: TrainState
     generator: torch.Generator
+    backend: str = "cpu"
+    """the simulator backend and device (`metarl.sim`): `Sampler(family, backend)`; policy and params are on its
+    device"""
 
 
 def start(cfg: Any, state: TrainState | None, family: TaskFamily | None = None) -> Session:
     """Build the family (unless given), the policy from `cfg.run.seed` and the state to continue from (fresh: the
     policy's initial parameters and a generator seeded with `cfg.run.seed`)."""
+    backend = run_backend(cfg.run) if hasattr(cfg.run, "backend") else "cpu"
+    device = backend_device(backend)
     family = family or registry.make(cfg.family, **cfg.run.family_kwargs)
-    policy = build_policy(cfg.policy, family, cfg.run.seed)
+    # the learner follows the data: policy and parameters live where the rollouts come back (a no-op on cpu);
+    # initialised on the CPU first, so a seed gives the same initial policy on every device
+    policy = build_policy(cfg.policy, family, cfg.run.seed).to(device)
     if state is None:
         state = TrainState(0, params_of(policy), torch.Generator().manual_seed(cfg.run.seed).get_state())
-    generator = torch.Generator()
+    elif any(v.device != device for v in state.params.values()):  # a checkpoint read on another device
+        state = replace(state, params={k: v.to(device) for k, v in state.params.items()})
+    generator = torch.Generator()  # the run's one generator stays on the CPU (its state is in every checkpoint)
     generator.set_state(state.generator_state)
-    return Session(family, policy, state, generator)
+    return Session(family, policy, state, generator, backend)
 
 
 Collect = Callable[[TrainState, torch.Generator], tuple[Any, dict[str, float], int]]

@@ -367,7 +367,7 @@ def train(
     """
     session = start(cfg, state)
     family = session.family
-    evaluate = Evaluator(Sampler(family), session.policy, session.state.params, session.generator,
+    evaluate = Evaluator(Sampler(family, session.backend), session.policy, session.state.params, session.generator,
                          cfg.policy.deterministic)
     adapt = make_adapt(cfg)
 

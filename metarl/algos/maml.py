@@ -502,7 +502,7 @@ def train(
     so continuing from a saved state reproduces an uninterrupted run exactly.
     """
     session = start(cfg, state)
-    family, policy, sampler = session.family, session.policy, Sampler(session.family)
+    family, policy, sampler = session.family, session.policy, Sampler(session.family, session.backend)
 
     def collect_step(state: TrainState, generator: torch.Generator) -> tuple[MetaRollouts, dict[str, float], int]:
         tasks = family.sample_tasks(cfg.meta_batch_size, generator)

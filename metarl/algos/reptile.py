@@ -237,7 +237,7 @@ def train(
     so continuing from a saved state reproduces an uninterrupted run exactly.
     """
     session = start(cfg, state)
-    family, policy, sampler = session.family, session.policy, Sampler(session.family)
+    family, policy, sampler = session.family, session.policy, Sampler(session.family, session.backend)
     lrs = (cfg.inner_lr,) * cfg.inner_steps
 
     def collect(state: TrainState, generator: torch.Generator) -> tuple[Params, dict[str, float], int]:

@@ -1,0 +1,254 @@
+"""The MJWarp backend (issue 14) on Warp's CPU device: parity with the C MuJoCo backend, masked steps and resets,
+per-world model fields, training through the CLI; and the one-line errors when warp or CUDA is asked for and absent.
+
+Tests that need `mujoco_warp` are marked `warp` and skipped without it (`pip install 'metarl[gpu]'`); the same checks
+on CUDA are marked `gpu` as well and skipped without a GPU. The first run compiles Warp's kernels (about a minute on 2
+cores) into Warp's kernel cache; later runs load them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mujoco
+import pytest
+import torch
+
+import metarl
+from metarl.cli import main
+from metarl.family import MujocoFamily, MujocoVecEnv, TaskFamily
+from metarl.logger import read_metrics
+from metarl.sim import BACKENDS, backend_device, make_simulator, resolve_backend
+from metarl.sim_warp import warp_available
+
+needs_warp = pytest.mark.skipif(not warp_available(), reason="needs mujoco-warp (pip install 'metarl[gpu]')")
+
+N = 4
+STEPS = 10
+"""Env steps compared: float32 against float64 physics agree to ~1e-4 here and then diverge chaotically (contact
+events amplify any difference: notes/batched-sim.md §7.10)."""
+
+
+def _envs(family: TaskFamily, backend: str) -> dict[str, MujocoVecEnv]:
+    return {"cpu": family.make_env(N, "cpu"), "warp": family.make_env(N, backend)}
+
+
+def _assert_close(name: str, cpu: torch.Tensor, warp: torch.Tensor, step: int, atol: float) -> None:
+    assert warp.dtype == torch.float64  # the protocol's dtype, whatever the physics ran in
+    err = (cpu - warp.cpu()).abs().max().item()
+    assert err <= atol, f"{name} differs by {err:.2e} > {atol:.0e} at step {step}"
+
+
+def run_parity(family: MujocoFamily, backend: str = "warp", steps: int = STEPS, obs_atol: float = 1e-2,
+               rew_atol: float = 1e-3) -> None:
+    """Both backends from the same reset, with the same actions; from step 3 only envs 0 and 2 step (masked), and
+    env 1 is reset again at step 5 (a masked reset). qpos within 1e-3, observations (velocities, contact forces)
+    within `obs_atol`, rewards within `rew_atol`, identical termination."""
+    tasks = family.sample_tasks(N, torch.Generator().manual_seed(0))
+    envs = _envs(family, backend)
+    obs = {b: e.reset(tasks, torch.Generator().manual_seed(1)) for b, e in envs.items()}
+    _assert_close("reset obs", obs["cpu"], obs["warp"], 0, 1e-6)
+    actions = torch.Generator().manual_seed(2)
+    for t in range(steps):
+        act = torch.rand(N, family.act_dim, generator=actions, dtype=torch.float64) * 2 - 1
+        ids = None if t < 3 else torch.tensor([0, 2])
+        if t == 3:
+            still = envs["warp"].sim.qpos[3].clone()
+        if t == 5:
+            obs = {b: e.reset(tasks, torch.Generator().manual_seed(5), ids=torch.tensor([1])) for b, e in envs.items()}
+            _assert_close("obs after a masked reset", obs["cpu"], obs["warp"], t, obs_atol)
+        out = {b: e.step(tasks, act, ids) for b, e in envs.items()}
+        _assert_close("qpos", envs["cpu"].sim.qpos, envs["warp"].sim.qpos, t, 1e-3)
+        _assert_close("obs", out["cpu"].obs, out["warp"].obs, t, obs_atol)
+        _assert_close("reward", out["cpu"].reward, out["warp"].reward, t, rew_atol)
+        assert torch.equal(out["cpu"].terminated, out["warp"].terminated.cpu())
+    if steps > 3:  # env 3 was not stepped after step 3: it stood still exactly
+        assert torch.equal(envs["warp"].sim.qpos[3], still)
+
+
+@pytest.mark.parametrize("family_id", ["HalfCheetahVel-v0", "HalfCheetahUphill-v0"])
+@pytest.mark.warp
+@needs_warp
+def test_cheetah_matches_the_cpu_backend(family_id: str) -> None:
+    """Flat and sloped (gravity set per world at reset) HalfCheetah."""
+    run_parity(metarl.make(family_id, low_deg=5.0, high_deg=15.0) if "Uphill" in family_id else metarl.make(family_id))
+
+
+@pytest.mark.warp
+@needs_warp
+def test_ant_matches_the_cpu_backend_with_an_elliptic_cone() -> None:
+    """The Ant (RK4, contact forces in the observation and reward, torso xpos for the velocity, termination) with an
+    elliptic friction cone. With the model's pyramidal cone the backends part at the first contact (next test)."""
+    family = metarl.make("AntDir-v0")
+    family.model.opt.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
+    run_parity(family, obs_atol=1e-2, rew_atol=1e-3)
+
+
+@pytest.mark.warp
+@needs_warp
+def test_ant_with_a_pyramidal_cone_matches_until_the_first_contact() -> None:
+    """MJWarp orients a capsule-plane contact's tangent frame differently from C MuJoCo (C: along the capsule; MJWarp:
+    the world axes, measured here), and a pyramidal cone is not symmetric about the normal, so the friction forces,
+    and the trajectories, part by ~1e-2 per env step from the first foot contact on: a modelling convention, not float
+    error (an elliptic cone, symmetric, agrees to 1e-6). Before contact the backends agree."""
+    run_parity(metarl.make("AntVel-v0"), steps=2)
+
+
+@pytest.mark.warp
+@needs_warp
+def test_per_world_masses_match_the_cpu_backend() -> None:
+    """`set_model_field("body_mass")` per world (derived constants follow through MJWarp's set_const)."""
+    model = metarl.make("HalfCheetahVel-v0").model
+    sims = {b: make_simulator(model, N, 5, b) for b in ("cpu", "warp")}
+    masses = torch.as_tensor(model.body_mass).repeat(N, 1) * torch.linspace(0.5, 2.0, N)[:, None]
+    qpos = torch.as_tensor(model.qpos0).repeat(N, 1)
+    ctrl = torch.full((N, model.nu), 0.5, dtype=torch.float64)
+    for sim in sims.values():
+        sim.set_model_field("body_mass", masses)
+        sim.reset(qpos, torch.zeros(N, model.nv, dtype=torch.float64))
+        for _ in range(STEPS):
+            sim.step(ctrl)
+    _assert_close("qpos", sims["cpu"].qpos, sims["warp"].qpos, STEPS, 1e-3)
+    assert (sims["warp"].qpos[0] - sims["warp"].qpos[-1]).abs().max() > 1e-2  # the masses made a difference
+
+
+@pytest.mark.warp
+@needs_warp
+def test_warp_backend_is_listed_and_refuses_unknown_fields() -> None:
+    assert BACKENDS == ("cpu", "warp")
+    sim = make_simulator(metarl.make("HalfCheetahVel-v0").model, 2, 5, "warp")
+    assert sim.device == torch.device("cpu") and sim.qpos.dtype == torch.float64
+    with pytest.raises(ValueError, match="not an MJWarp model array"):
+        sim.set_model_field("no_such_field", torch.zeros(2))
+    with pytest.raises(RuntimeError, match="persistent=True"):
+        sim.contact_forces()
+
+
+TINY = {
+    "maml": ["--meta-batch-size", "2", "--episodes-per-task", "2", "--policy.hidden", "8", "8"],
+    "fomaml": ["--meta-batch-size", "2", "--episodes-per-task", "2", "--policy.hidden", "8", "8"],
+    "reptile": ["--meta-batch-size", "2", "--episodes-per-task", "2", "--inner-steps", "2", "--policy.hidden", "8",
+                "8"],
+    "es-maml": ["--perturbations", "2", "--num-queries", "2", "--exact-evals", "2"],
+}
+"""test_train_cli.py's smoke sizes, on HalfCheetahVel with a 10-step horizon (PointNav never touches a simulator)."""
+
+
+def _train(tmp_path: Path, algo: str, *extra: str) -> Path:
+    runs = tmp_path / "runs"
+    argv = ["train", algo, "--family", "HalfCheetahVel-v0", *TINY[algo], "--run.iterations", "1",
+            "--run.runs-dir", str(runs), "--run.no-tensorboard", "--run.family-kwargs", "horizon", "10",
+            "--run.validate-every", "1", "--run.validation-tasks", "2", *extra]
+    assert main(argv) == 0
+    (run_dir,) = runs.glob("*")
+    return run_dir
+
+
+@pytest.mark.parametrize("algo", sorted(TINY))
+@pytest.mark.warp
+@needs_warp
+def test_every_algorithm_trains_on_the_warp_backend(tmp_path: Path, algo: str) -> None:
+    """One iteration (with validation) of every algorithm with `--run.device cpu --run.backend warp`."""
+    run_dir = _train(tmp_path, algo, "--run.device", "cpu", "--run.backend", "warp")
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["run"]["backend"] == "warp" and config["run"]["device"] == "cpu"
+    (record,) = read_metrics(run_dir)
+    assert torch.isfinite(torch.tensor(record["meta/return_pre"])) and "val/return_post" in record
+
+
+@pytest.mark.warp
+@needs_warp
+def test_a_maml_iteration_on_warp_is_close_to_the_cpu_backend(tmp_path: Path) -> None:
+    """The same seed on both backends: the same tasks and noise, physics within float32 over a 10-step horizon, so
+    the pre-update returns agree closely."""
+    warp_record = read_metrics(_train(tmp_path / "warp", "maml", "--run.backend", "warp"))[0]
+    cpu_record = read_metrics(_train(tmp_path / "cpu", "maml", "--run.backend", "cpu"))[0]
+    assert warp_record["meta/return_pre"] == pytest.approx(cpu_record["meta/return_pre"], abs=1e-3)
+    assert warp_record["perf/env_steps"] == cpu_record["perf/env_steps"]
+
+
+# ----------------------------------------------------------------------------------------------- errors, config
+def test_backend_resolution_on_a_machine_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_backend("auto", "auto") == "cpu"
+    assert resolve_backend("cpu", "cpu") == "cpu"
+    assert backend_device("warp:cuda:1") == torch.device("cuda:1") and backend_device("warp") == torch.device("cpu")
+    if warp_available():
+        assert resolve_backend("warp", "auto") == "warp"
+        assert resolve_backend("warp", "cpu") == "warp"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--run.backend", "warp"], "run.backend warp needs mujoco-warp and warp-lang: pip install 'metarl[gpu]'"),
+        (["--run.device", "cuda"], "CUDA is not available"),
+        (["--run.device", "cuda:1", "--run.backend", "cpu"], "CUDA is not available"),
+    ],
+)
+def test_missing_warp_or_cuda_is_one_clear_line(flags: list[str], message: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import metarl.sim
+
+    monkeypatch.setattr(metarl.sim, "warp_available", lambda: False)  # as on a default (CPU-only) install
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["train", "maml", "--family", "PointNav-v0", *TINY["maml"], "--run.iterations", "1",
+            "--run.runs-dir", str(tmp_path), *flags]
+    assert main(argv) == 2
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and message in out, out
+    assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_an_unknown_device_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "maml", "--family", "PointNav-v0", "--run.runs-dir", str(tmp_path), "--run.device", "tpu"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "run.device must be auto, cpu, cuda or cuda:N, got 'tpu'" in captured.out + captured.err
+
+
+def test_a_config_without_backend_and_device_still_loads() -> None:
+    """config.json files written before issue 14 lack run.backend and run.device: they load with the defaults."""
+    from metarl.algos.maml import MAMLConfig
+    from metarl.config import config_from_dict
+    from metarl.runs import config_to_dict
+
+    data = config_to_dict(MAMLConfig())
+    del data["run"]["backend"], data["run"]["device"]
+    cfg = config_from_dict(MAMLConfig, data)
+    assert (cfg.run.backend, cfg.run.device) == ("auto", "auto")
+
+
+# ----------------------------------------------------------------------------------------------- on a GPU
+@pytest.mark.gpu
+@pytest.mark.warp
+@needs_warp
+@pytest.mark.parametrize("family_id", ["HalfCheetahVel-v0", "HalfCheetahUphill-v0"])
+def test_cheetah_on_cuda_matches_the_cpu_backend(family_id: str) -> None:
+    run_parity(metarl.make(family_id), backend="warp:cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.warp
+@needs_warp
+def test_sampler_statistics_on_cuda_match_the_cpu_backend() -> None:
+    """Mean return of 64 random-policy episodes per backend agrees within 4 standard errors (float32 chaos changes
+    single episodes, not the distribution), and a fixed seed repeats on CUDA within float32 tolerance."""
+    from metarl.policies import GaussianMLP, params_of
+    from metarl.sampler import Sampler
+
+    family = metarl.make("HalfCheetahVel-v0", horizon=50)
+    policy = GaussianMLP(family.obs_dim, family.act_dim, (16,))
+    tasks = family.sample_tasks(8, torch.Generator().manual_seed(0))
+    returns = {}
+    for backend in ("cpu", "warp:cuda", "warp:cuda"):
+        sampler = Sampler(family, backend)
+        params = {k: v.to(sampler.device) for k, v in params_of(policy).items()}
+        batch = sampler.sample(policy.to(sampler.device), params, tasks, 8, torch.Generator().manual_seed(1))
+        returns.setdefault(backend, []).append(batch.returns.double().cpu().flatten())
+    cpu, (gpu, again) = returns["cpu"][0], returns["warp:cuda"]
+    se = (cpu.var() / cpu.numel() + gpu.var() / gpu.numel()).sqrt()
+    assert (cpu.mean() - gpu.mean()).abs() < 4 * se
+    assert torch.allclose(gpu, again, atol=1e-2)
