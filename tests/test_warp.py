@@ -14,6 +14,7 @@ from pathlib import Path
 import mujoco
 import pytest
 import torch
+from test_readme_example import FAMILY_ID, example  # noqa: F401  (the README example's fixture)
 
 import metarl
 from metarl.cli import main
@@ -252,3 +253,12 @@ def test_sampler_statistics_on_cuda_match_the_cpu_backend() -> None:
     se = (cpu.var() / cpu.numel() + gpu.var() / gpu.numel()).sqrt()
     assert (cpu.mean() - gpu.mean()).abs() < 4 * se
     assert torch.allclose(gpu, again, atol=1e-2)
+
+
+@pytest.mark.warp
+@needs_warp
+@pytest.mark.usefixtures("example")
+def test_the_readme_hopper_family_runs_on_warp() -> None:
+    """A family written against the protocol (the README's HopperMass: per-sim masses, termination) runs unchanged
+    on the warp backend and matches the CPU backend."""
+    run_parity(metarl.make(FAMILY_ID))

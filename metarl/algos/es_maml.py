@@ -252,13 +252,15 @@ class Draws(NamedTuple):
     noise: Tensor
 
 
-def draw(cfg: ESMAMLConfig, family: Any, dim: int, dtype: torch.dtype, generator: torch.Generator) -> Draws:
-    """Tasks, perturbation directions and adaptation noise for one meta-iteration, all from `generator`."""
+def draw(cfg: ESMAMLConfig, family: Any, dim: int, dtype: torch.dtype, generator: torch.Generator,
+         device: torch.device | None = None) -> Draws:
+    """Tasks, perturbation directions and adaptation noise for one meta-iteration, all from `generator` (on the CPU,
+    then moved to `device`: the same perturbations on every device)."""
     n, m = cfg.perturbations, cfg.tasks_per_perturbation
     tasks = family.sample_tasks(n * m + cfg.exact_evals, generator)
     g = torch.randn(n, dim, generator=generator, dtype=dtype)
     noise = torch.randn(n * m + cfg.exact_evals, *cfg.noise_shape, dim, generator=generator, dtype=dtype)
-    return Draws(tasks, g, noise)
+    return Draws(tasks, g.to(device), noise.to(device))
 
 
 class ESStep(NamedTuple):
@@ -322,6 +324,7 @@ def adaptation_returns(
         for lr in step_sizes:
             returns.append(evaluate(points, tasks, episodes))
             noise = torch.randn(T, *cfg.noise_shape, points.shape[1], generator=generator, dtype=points.dtype)
+            noise = noise.to(points.device)  # drawn on the CPU: the same noise on every device
             points = make_adapt(cfg, lr)(evaluate, points, tasks, noise).points
         returns.append(evaluate(points, tasks, episodes))
     return torch.stack(returns)
@@ -374,7 +377,8 @@ def train(
     def collect(state: TrainState, generator: torch.Generator) -> tuple[Tensor, dict[str, float], int]:
         before, theta = evaluate.env_steps, flatten(state.params)
         with torch.no_grad():
-            step = es_step(evaluate, adapt, theta, draw(cfg, family, theta.numel(), theta.dtype, generator), cfg)
+            draws = draw(cfg, family, theta.numel(), theta.dtype, generator, theta.device)
+            step = es_step(evaluate, adapt, theta, draws, cfg)
         grad = step.pair_grads.mean(0)
         return grad, _metrics(step, grad, cfg.exact_evals), evaluate.env_steps - before
 

@@ -348,7 +348,8 @@ def meta_objective(policy: nn.Module, params: Params, rollouts: MetaRollouts, cf
     is measured on the adapted policies, as in MAML.
     """
     adapted = per_task(policy, params, rollouts.post)
-    surrogate = torch.zeros(rollouts.score_weight.shape, dtype=rollouts.post.adv.dtype)
+    surrogate = torch.zeros(rollouts.score_weight.shape, dtype=rollouts.post.adv.dtype,
+                            device=rollouts.post.adv.device)
     for data, lr in zip(rollouts.pre, cfg.step_sizes, strict=True):
         if cfg.estimator == "emaml" and not cfg.first_order:
             surrogate = surrogate + score_term(policy, adapted, data, rollouts.score_weight)
@@ -412,7 +413,7 @@ def joint_problem(policy: nn.Module, params: Params, data: TaskData, old: Policy
     lay = meta_products.supports(policy, params)
     if lay is None or old.log_std is None:
         return ObjectiveProblem(objective, params)
-    zeros = torch.zeros(data.mask.shape[0], dtype=data.adv.dtype)
+    zeros = torch.zeros(data.mask.shape[0], dtype=data.adv.dtype, device=data.adv.device)
     return meta_products.FusedMeta(lay, params, (), (), data, old.mean, old.log_std, zeros, (), "naive", 1.0, True,
                                    "naive", (), data)
 
