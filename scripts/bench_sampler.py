@@ -27,15 +27,24 @@ average. On a busy box the ceiling's lead shrinks: with load averages of 20+ fro
 physics at only 2.2-2.4x SyncVectorEnv (a 2-thread pool with a barrier per step loses more to preemption than one
 thread does), against 4-4.5x at load 3-10. Compare ratios from runs at similar load.
 
+`--backend warp` adds a fifth contender, **warp**: the same sampler on the MJWarp backend (float32 physics, all N
+simulations as worlds of one model; `--device cuda` puts the worlds and the policy on the GPU), interleaved with the
+others; its first rollout (Warp's kernel compile or cache load) is an untimed warm-up. The JSON line then also holds
+`warp_steps_per_s`, `cpu_steps_per_s` (ours on the CPU backend), `ratio_warp_vs_cpu` and `device`. On Warp's CPU
+device this measures correctness plumbing, not speed: MJWarp's CPU backend is 5-30x slower than mujoco.batch
+(notes/batched-sim.md §4).
+
     python scripts/bench_sampler.py                         # HalfCheetahVel-v0, T=20 × E=10 = 200 envs, H=200
     python scripts/bench_sampler.py --horizon 50            # a quick run
     python scripts/bench_sampler.py --family AntVel-v0      # against Ant-v5
     python scripts/bench_sampler.py --sweep 20,200,1000 --skip async
+    python scripts/bench_sampler.py --backend warp --device cuda --sweep 1024,4096,16384 --skip sync,async
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -54,8 +63,9 @@ import metarl
 from metarl.family import MujocoFamily, MujocoVecEnv
 from metarl.policies import GaussianMLP, gaussian_log_prob, params_of
 from metarl.sampler import Sampler
+from metarl.sim import resolve_backend
 
-CONTENDERS = ("ours", "physics", "sync", "async")
+CONTENDERS = ("ours", "physics", "sync", "async", "warp")
 GYM_IDS: dict[type, str] = {CheetahFamily: "HalfCheetah-v5", AntFamily: "Ant-v5"}
 """The Gymnasium env whose model and observation each built-in MuJoCo family reproduces."""
 
@@ -72,6 +82,8 @@ class Setup:
     horizon: int
     hidden: tuple[int, ...]
     seed: int
+    warp: str | None = None
+    """the MJWarp backend string to time as well ("warp", "warp:cuda"), or None"""
 
     @property
     def num_envs(self) -> int:
@@ -79,8 +91,9 @@ class Setup:
 
 
 # ----------------------------------------------------------------------------------------------- contenders
-def ours(setup: Setup, policy: GaussianMLP) -> tuple[Rollout, Sampler]:
-    sampler = Sampler(setup.family)
+def ours(setup: Setup, policy: GaussianMLP, backend: str = "cpu") -> tuple[Rollout, Sampler]:
+    sampler = Sampler(setup.family, backend)
+    policy = policy.to(sampler.device)  # a copy on a GPU, the module itself on the CPU
     params = params_of(policy)
     generator = torch.Generator().manual_seed(setup.seed)
     tasks = setup.family.sample_tasks(setup.tasks, generator)
@@ -161,6 +174,9 @@ def measure(setup: Setup, skip: set[str], repeats: int, async_repeats: int) -> t
         if "physics" not in skip:
             physics(setup, nthread, horizon=10)()
             rollouts["physics"] = physics(setup, nthread)
+        if setup.warp is not None:
+            rollouts["warp"], _ = ours(setup, copy.deepcopy(policy), setup.warp)
+            rollouts["warp"]()  # warm-up: Warp compiles (or loads from its cache) its kernels
         for name in ("sync", "async"):
             if name not in skip:
                 envs = make_vector_env(setup, asynchronous=name == "async")
@@ -184,26 +200,31 @@ def result_row(setup: Setup, rates: dict[str, float], nthread: int) -> dict[str,
     row: dict[str, float | int | str] = {"family": setup.family.id, "N": setup.num_envs, "T": setup.tasks,
                                          "E": setup.episodes, "H": setup.horizon, "nthread": nthread,
                                          "steps_per_s": round(rates["ours"])}
-    for name in CONTENDERS[1:]:
+    for name in CONTENDERS[1:4]:
         if name in rates:
             row[f"{name}_steps_per_s"] = round(rates[name])
             row[f"ratio_vs_{name}"] = round(rates["ours"] / rates[name], 3)
     for name in ("sync", "async"):
         if "physics" in rates and name in rates:  # the most any sampler on this Batch could reach (load-dependent)
             row[f"physics_ratio_vs_{name}"] = round(rates["physics"] / rates[name], 3)
+    if "warp" in rates:
+        assert setup.warp is not None
+        row["warp_steps_per_s"], row["cpu_steps_per_s"] = round(rates["warp"]), round(rates["ours"])
+        row["ratio_warp_vs_cpu"] = round(rates["warp"] / rates["ours"], 4)
+        row["device"] = setup.warp.partition(":")[2] or "cpu"
     row["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other processes' load at the end of this row
     return row
 
 
 def table_header() -> str:
     rates = " ".join(f"{name:>9}" for name in CONTENDERS)
-    ratios = " ".join(f"{'÷' + name:>9}" for name in CONTENDERS[1:])
+    ratios = " ".join(f"{'÷' + name:>9}" for name in CONTENDERS[1:4])
     return f"{'N':>6} {'H':>5} | {rates} | {ratios}\n" + "-" * (16 + 10 * len(CONTENDERS) + 10 * 3)
 
 
 def table_row(row: dict) -> str:
     rates = [row.get("steps_per_s" if name == "ours" else f"{name}_steps_per_s") for name in CONTENDERS]
-    ratios = [row.get(f"ratio_vs_{name}") for name in CONTENDERS[1:]]
+    ratios = [row.get(f"ratio_vs_{name}") for name in CONTENDERS[1:4]]
     return (f"{row['N']:>6} {row['H']:>5} | " + " ".join(f"{v:>9,}" if v else f"{'-':>9}" for v in rates)
             + " | " + " ".join(f"{v:>8.2f}×" if v else f"{'-':>9}" for v in ratios))
 
@@ -223,6 +244,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip", default="", help="comma-separated contenders to leave out: physics, sync, async")
     p.add_argument("--hidden", default="100,100", help="the MLP's hidden sizes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=("cpu", "warp"), default="cpu",
+                   help="warp: also time our sampler on the MJWarp backend (pip install 'metarl[gpu]')")
+    p.add_argument("--device", default="cpu", help="the warp backend's device: cpu, cuda or cuda:N")
     return p.parse_args()
 
 
@@ -244,6 +268,7 @@ def main() -> None:
         raise SystemExit(f"{args.family} is not a MuJoCo family; this benchmark compares MuJoCo simulators")
     gym_id = args.gym_id or gym_id_for(family)
     sizes = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.tasks * args.episodes]
+    warp = resolve_backend("warp", args.device) if args.backend == "warp" else None  # one line if unavailable
     print(f"{args.family} vs {gym_id}: H={args.horizon}, MLP {args.hidden}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}, torch {torch.__version__}, mujoco {mujoco.__version__}, "
           f"gymnasium {gym.__version__}")
@@ -255,7 +280,7 @@ def main() -> None:
         if n % episodes:
             raise SystemExit(f"N={n} is not a multiple of E={episodes}")
         setup = Setup(family, gym_id, n // episodes, episodes, args.horizon,
-                      tuple(int(h) for h in args.hidden.split(",")), args.seed)
+                      tuple(int(h) for h in args.hidden.split(",")), args.seed, warp)
         rates, nthread = measure(setup, skip, args.repeats, args.async_repeats)
         rows.append(result_row(setup, rates, nthread))
         print(table_row(rows[-1]), flush=True)
