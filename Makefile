@@ -6,9 +6,18 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup setup-gpu demo test test-slow test-gpu lint bench clean
 
 setup: $(VENV)/.installed
+
+# The MJWarp backend's extra (mujoco-warp, warp-lang; about 400 MB): `make test` installs it so CI runs the `warp`
+# tests on Warp's CPU device (tests/test_warp.py: ~80 s with a cold kernel cache, ~30 s warm, on 2 cores). Warp keeps
+# compiled kernels in ~/.cache/warp (or $$WARP_CACHE_PATH).
+setup-gpu: $(VENV)/.installed-gpu
+
+$(VENV)/.installed-gpu: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[dev,gpu]"
+	touch $@
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,11 +28,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: setup
 	$(BIN)/metarl demo
 
-test: setup
+test: setup-gpu
 	$(BIN)/python -m pytest -q
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# on a machine with CUDA (and a CUDA torch: see TORCH_SPEC above): the `gpu`-marked tests, which `make test` skips
+test-gpu: setup-gpu
+	$(BIN)/python -m pytest -q -m gpu
 
 lint: setup
 	$(BIN)/ruff check metarl envs tests scripts
