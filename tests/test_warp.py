@@ -46,9 +46,11 @@ def run_parity(family: MujocoFamily, backend: str = "warp", steps: int = STEPS, 
     """Both backends from the same reset, with the same actions; from step 3 only envs 0 and 2 step (masked), and
     env 1 is reset again at step 5 (a masked reset). qpos within 1e-3, observations (velocities, contact forces)
     within `obs_atol`, rewards within `rew_atol`, identical termination."""
-    tasks = family.sample_tasks(N, torch.Generator().manual_seed(0))
+    drawn = family.sample_tasks(N, torch.Generator().manual_seed(0))
+    device = backend_device(backend)
+    tasks = {"cpu": drawn, "warp": type(drawn)(*(f.to(device) for f in drawn))}  # as the sampler hands them over
     envs = _envs(family, backend)
-    obs = {b: e.reset(tasks, torch.Generator().manual_seed(1)) for b, e in envs.items()}
+    obs = {b: e.reset(tasks[b], torch.Generator().manual_seed(1)) for b, e in envs.items()}
     _assert_close("reset obs", obs["cpu"], obs["warp"], 0, 1e-6)
     actions = torch.Generator().manual_seed(2)
     for t in range(steps):
@@ -57,9 +59,11 @@ def run_parity(family: MujocoFamily, backend: str = "warp", steps: int = STEPS, 
         if t == 3:
             still = envs["warp"].sim.qpos[3].clone()
         if t == 5:
-            obs = {b: e.reset(tasks, torch.Generator().manual_seed(5), ids=torch.tensor([1])) for b, e in envs.items()}
+            obs = {b: e.reset(tasks[b], torch.Generator().manual_seed(5), ids=torch.tensor([1]))
+                   for b, e in envs.items()}
             _assert_close("obs after a masked reset", obs["cpu"], obs["warp"], t, obs_atol)
-        out = {b: e.step(tasks, act, ids) for b, e in envs.items()}
+        out = {"cpu": envs["cpu"].step(tasks["cpu"], act, ids),
+               "warp": envs["warp"].step(tasks["warp"], act.to(device), None if ids is None else ids.to(device))}
         _assert_close("qpos", envs["cpu"].sim.qpos, envs["warp"].sim.qpos, t, 1e-3)
         _assert_close("obs", out["cpu"].obs, out["warp"].obs, t, obs_atol)
         _assert_close("reward", out["cpu"].reward, out["warp"].reward, t, rew_atol)
