@@ -12,13 +12,18 @@ can see, and why:
 - Contacts and constraints live in fixed-size buffers sized at construction; an overflow is checked at every reset
   (one device sync per reset, not per step: batched-sim.md §4) and raises.
 
+On CUDA (not yet run on a GPU) the `frame_skip` substeps replay as one captured CUDA graph, and Warp's stream is
+ordered against torch's by stream waits rather than host synchronisation.
+
 Warp compiles its kernels on first use (about 20 s on CPU for HalfCheetah) and caches them on disk: in
 ``$WARP_CACHE_PATH`` when set, else Warp's default (``~/.cache/warp``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+from collections.abc import Iterator
 from typing import Any
 
 import mujoco
@@ -70,6 +75,8 @@ class MujocoWarpSim:
             `contact_forces()` and `body_xpos()`.
         nconmax: contacts allocated per world (MJWarp's default when None).
         njmax: constraint rows allocated per world (MJWarp's default when None).
+        graph: replay the `frame_skip` substeps as one captured CUDA graph (default: on CUDA devices). Not yet run on
+            a GPU (docs/gpu.md): pass False to launch the kernels one by one.
     """
 
     def __init__(
@@ -81,6 +88,7 @@ class MujocoWarpSim:
         persistent: bool = False,
         nconmax: int | None = None,
         njmax: int | None = None,
+        graph: bool | None = None,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -112,6 +120,9 @@ class MujocoWarpSim:
         self._xpos = torch.zeros(num_envs, model.nbody, 3, dtype=torch.float64, device=self.device)
         self._cfrc = torch.zeros(num_envs, model.nbody, 6, dtype=torch.float64, device=self.device)
         self._cfrc_stale: Tensor | None = None  # bool [N]: rows stepped since contact forces were last computed
+        self._use_graph = self.device.type == "cuda" if graph is None else graph
+        self._graph: Any = None  # the captured substeps; captured after a first plain step has loaded the kernels
+        self._stepped = False
 
     # ------------------------------------------------------------------ reads
     @property
@@ -140,7 +151,7 @@ class MujocoWarpSim:
         if not self._persistent:
             raise RuntimeError("build the simulator with persistent=True to read contact forces")
         if self._cfrc_stale is not None:
-            with self._wp.ScopedDevice(self._wp_device):
+            with self._warp():
                 self._mjw.rne_postconstraint(self._m, self._d)
             rows = self._cfrc_stale
             self._cfrc[rows] = self._cfrc32[rows].to(torch.float64)
@@ -164,7 +175,9 @@ class MujocoWarpSim:
             values: [n, ...] values for the n worlds written.
             ids: int64 [n] worlds to write (default: all).
         """
-        field = wp_field_per_world(self._wp, self._m, name, self.num_envs)
+        field, replaced = wp_field_per_world(self._wp, self._m, name, self.num_envs)
+        if replaced:
+            self._graph = None  # a captured graph holds the old array's address: capture again
         view = self._wp.to_torch(field)
         rows = self._rows(ids)
         view[rows] = values.detach().to(device=self.device, dtype=view.dtype).reshape(view[rows].shape)
@@ -173,9 +186,10 @@ class MujocoWarpSim:
             # they need a world dim too (with one row, every world would write its value into it: measured wrong
             # masses in all worlds but one). set_const runs kinematics at qpos0 in every world: keep the states.
             for derived in SETCONST_OUTPUTS:
-                if _batchable(self._wp, self._m, derived):
-                    wp_field_per_world(self._wp, self._m, derived, self.num_envs)
-            with self._wp.ScopedDevice(self._wp_device):
+                if _batchable(self._wp, self._m, derived) and wp_field_per_world(
+                        self._wp, self._m, derived, self.num_envs)[1]:
+                    self._graph = None
+            with self._warp():
                 self._mjw.get_state(self._m, self._d, self._saved, self._sig)
                 self._mjw.set_const(self._m, self._d, restore=False)
                 self._mjw.set_state(self._m, self._d, self._saved, self._sig)
@@ -194,12 +208,16 @@ class MujocoWarpSim:
             self.contact_forces()  # settle pending rows before zeroing the reset ones
             self._cfrc[rows] = 0.0
         mask = None if ids is None else self._mask(ids)
+        keep = None if mask is None else self._others_of(mask)
         wp, mjw = self._wp, self._mjw
-        with wp.ScopedDevice(self._wp_device):
-            keep = None if mask is None else self._save_others(mask)
+        with self._warp():
+            if keep is not None:
+                mjw.get_state(self._m, self._d, self._saved, self._sig)
             mjw.reset_data(self._m, self._d, reset=None if mask is None else wp.from_torch(mask))
-            self._qpos32[rows] = qpos.to(device=self.device, dtype=torch.float32)
-            self._qvel32[rows] = qvel.to(device=self.device, dtype=torch.float32)
+        # torch writes between two Warp blocks: on CUDA each block waits for torch's stream and torch for it
+        self._qpos32[rows] = qpos.to(device=self.device, dtype=torch.float32)
+        self._qvel32[rows] = qvel.to(device=self.device, dtype=torch.float32)
+        with self._warp():
             mjw.forward(self._m, self._d)
             if keep is not None:  # forward ran in every world: give the others their integration state back
                 mjw.set_state(self._m, self._d, self._saved, self._sig, active=keep)
@@ -215,11 +233,12 @@ class MujocoWarpSim:
         """
         self._ctrl32.copy_(ctrl)
         mask = None if ids is None else self._mask(ids)
-        wp, mjw = self._wp, self._mjw
-        with wp.ScopedDevice(self._wp_device):
-            keep = None if mask is None else self._save_others(mask)
-            for _ in range(self.frame_skip):
-                mjw.step(self._m, self._d)
+        keep = None if mask is None else self._others_of(mask)
+        mjw = self._mjw
+        with self._warp():
+            if keep is not None:
+                mjw.get_state(self._m, self._d, self._saved, self._sig)
+            self._advance()
             if keep is not None:
                 mjw.set_state(self._m, self._d, self._saved, self._sig, active=keep)
         rows = self._rows(ids)
@@ -229,6 +248,38 @@ class MujocoWarpSim:
             self._cfrc_stale = stepped if self._cfrc_stale is None else self._cfrc_stale | stepped
 
     # ------------------------------------------------------------------ helpers
+    @contextlib.contextmanager
+    def _warp(self) -> Iterator[None]:
+        """Run Warp work on this simulator's device. On CUDA it goes on Warp's own stream (a graph cannot be captured
+        on torch's legacy default stream), ordered after torch's pending work (the ctrl and qpos writes) and before
+        torch's next reads by stream waits: no host synchronisation."""
+        wp = self._wp
+        with wp.ScopedDevice(self._wp_device):
+            if self.device.type != "cuda":
+                yield
+                return
+            torch_stream, warp_stream = wp.stream_from_torch(self.device), wp.get_stream(self._wp_device)
+            warp_stream.wait_stream(torch_stream)
+            yield
+            torch_stream.wait_stream(warp_stream)
+
+    def _advance(self) -> None:
+        """`frame_skip` substeps of every world. With `graph`, they are captured once (after a first plain step has
+        loaded every kernel: loading is not allowed during a capture) and replayed as one launch, instead of a few
+        hundred kernel launches from Python per env step, which dominate at small N on a GPU."""
+        wp, mjw = self._wp, self._mjw
+        if self._graph is None and self._use_graph and self._stepped:
+            with wp.ScopedCapture() as capture:
+                for _ in range(self.frame_skip):
+                    mjw.step(self._m, self._d)
+            self._graph = capture.graph
+        if self._graph is not None:
+            wp.capture_launch(self._graph)
+            return
+        for _ in range(self.frame_skip):
+            mjw.step(self._m, self._d)
+        self._stepped = True
+
     def _rows(self, ids: Tensor | None) -> Tensor | slice:
         return slice(None) if ids is None else ids.to(self.device)
 
@@ -238,10 +289,9 @@ class MujocoWarpSim:
         mask[ids.to(self.device)] = True
         return mask
 
-    def _save_others(self, mask: Tensor) -> Any:
-        """Snapshot every world's integration state; returns the Warp mask of the worlds *not* in `mask`."""
-        self._mjw.get_state(self._m, self._d, self._saved, self._sig)
-        self._others = ~mask  # kept alive: the Warp array below aliases its memory
+    def _others_of(self, mask: Tensor) -> Any:
+        """The Warp bool [N] mask of the worlds *not* in `mask` (computed by torch before the Warp block uses it)."""
+        self._others = ~mask  # kept alive: the Warp array aliases its memory
         return self._wp.from_torch(self._others)
 
     def _check_overflow(self) -> None:
@@ -262,8 +312,9 @@ def _batchable(wp: Any, m: Any, name: str) -> bool:
     return isinstance(field, wp.array) and getattr(field, "_is_batched", False)
 
 
-def wp_field_per_world(wp: Any, m: Any, name: str, num_envs: int) -> Any:
-    """The MJWarp model array `name` ("opt.gravity", "body_mass", ...) with a leading world dim of `num_envs`.
+def wp_field_per_world(wp: Any, m: Any, name: str, num_envs: int) -> tuple[Any, bool]:
+    """The MJWarp model array `name` ("opt.gravity", "body_mass", ...) with a leading world dim of `num_envs`, and
+    whether it was replaced by this call.
 
     MJWarp shares a field across worlds while its leading dim is 1 and indexes it by world otherwise (it reads row
     ``world % rows``), so the first write replaces the shared array by a per-world copy; later writes reuse it.
@@ -273,11 +324,11 @@ def wp_field_per_world(wp: Any, m: Any, name: str, num_envs: int) -> Any:
     if field is None or not isinstance(field, wp.array):
         raise ValueError(f"{name!r} is not an MJWarp model array")
     if field.shape[0] == num_envs:
-        return field
+        return field, False
     if field.shape[0] != 1 or not getattr(field, "_is_batched", False):
         raise ValueError(f"MJWarp model field {name!r} cannot be set per world (it has no world dimension)")
     tiled = np.repeat(field.numpy(), num_envs, axis=0)
     per_world = wp.array(tiled, dtype=field.dtype, device=field.device)
     per_world._is_batched = True  # as put_model marks the arrays it batches
     setattr(owner, attr, per_world)
-    return per_world
+    return per_world, True
