@@ -29,7 +29,8 @@ BACKENDS = ("cpu", "warp") if warp_available() else ("cpu",)
 
 
 class Simulator(Protocol):
-    """N simulations of one model, stepped together. All tensors are float64 on `device`.
+    """N simulations of one model, stepped together. All tensors are float64 on `device`; `qpos`/`qvel`/`obs_state`
+    are live views on the CPU backend and fresh copies on MJWarp's, so clone what you keep across a `step`.
 
     Shapes: `qpos [N, nq]`, `qvel [N, nv]`, `obs_state [N, nq + nv]`, `contact_forces [N, nbody, 6]`,
     `body_xpos [N, nbody, 3]`; `ids` are int64 [n] simulation indices (None: all).

@@ -184,6 +184,19 @@ def test_backend_resolution_on_a_machine_without_cuda(monkeypatch: pytest.Monkey
         assert resolve_backend("warp", "cpu") == "warp"
 
 
+def test_auto_picks_warp_on_cuda_when_a_gpu_is_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    import metarl.sim
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(metarl.sim, "warp_available", lambda: True)
+    assert resolve_backend("auto", "auto") == "warp:cuda"
+    assert resolve_backend("auto", "cuda:1") == "warp:cuda:1"
+    assert resolve_backend("auto", "cpu") == "cpu"  # an explicit cpu device keeps the float64 CPU backend
+    assert resolve_backend("warp", "cpu") == "warp"
+    monkeypatch.setattr(metarl.sim, "warp_available", lambda: False)
+    assert resolve_backend("auto", "auto") == "cpu"  # a GPU but no extra: the CPU backend, as before
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
