@@ -212,10 +212,26 @@ def render_markdown(results: list[dict[str, Any]]) -> str:
              "section names the command that produced it. Returns are averages over the test tasks (mean ± standard "
              "error over tasks) after 0, 1, 2, 3 policy-gradient adaptation steps (α, then α/2); the paper reports "
              "steps 0 and 1 (2-D navigation: also 2).", ""]
-    by_family = {r["family"]: r for r in results}
+    by_family = {r["family"]: r for r in results if "methods" in r}
     for family in sorted(set(PAPER) | set(by_family)):
         lines += result_section(by_family[family]) if family in by_family else pending_section(family)
+    for r in (r for r in results if "curves" in r):
+        lines += comparison_section(r)
     return "\n".join(lines)
+
+
+def comparison_section(r: dict[str, Any]) -> list[str]:
+    """A `scripts/compare_algorithms.py` result: every meta-learner under one sample budget."""
+    lines = [f"## Every meta-learner under one sample budget: {r['family']}", "",
+             f"![{r['family']}](results/algorithms-{r['family']}.png)", "",
+             f"Return on {r['tasks']} held-out tasks before and after {r['steps']} adaptation step(s) (each "
+             "algorithm's own adaptation), read when the algorithm has taken the budget's environment steps.", "",
+             "| algorithm | environment steps | before | after |", "|---|---|---|---|"]
+    for name, c in r["curves"].items():  # (wall times are in the JSON; the runs shared the machine with others)
+        lines.append(f"| {name} | {c['env_steps'][-1]:,} | {fmt(c['return_pre'][-1])} | {fmt(c['return_post'][-1])} |")
+    return [*lines, "", f"- Command: `python scripts/compare_algorithms.py {r['family']} --budget {r['budget']} "
+            f"--points {len(next(iter(r['curves'].values()))['env_steps'])} --tasks {r['tasks']} --steps {r['steps']} "
+            f"--seed {r['seed']}`", ""]
 
 
 def paper_rows(paper: dict[str, Any], steps: int) -> list[str]:
