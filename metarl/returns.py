@@ -149,11 +149,19 @@ def cross_fitted_advantages(
     T, E, H = mask.shape
     if E < 2:
         raise ValueError("cross-fitted advantages need at least 2 episodes per task")
+    if not baseline:  # every episode's advantages are its own returns: O(T·E·H), no episode pairs
+        own = gae(rew, torch.zeros_like(rew), mask, gamma, lam)
+        if not normalize:
+            return own, torch.ones(T, E, 1, dtype=rew.dtype, device=rew.device)
+        return _standardize_by_others(own, weight, eps)
+    # the episode pairs [T, E, E, H] of one chunk of tasks at a time: memory O(E²·H) per task, bounded per chunk
+    rows = max(1, PAIR_ELEMENTS // (E * E * H))
+    if T > rows:
+        parts = [cross_fitted_advantages(obs[i:i + rows], rew[i:i + rows], mask[i:i + rows], weight[i:i + rows],
+                                         gamma, lam, baseline, normalize, eps) for i in range(0, T, rows)]
+        return torch.cat([a for a, _ in parts]), torch.cat([s for _, s in parts])
     returns = discounted_returns(rew, mask, gamma)
-    if baseline:
-        values = linear_baseline_without_each(obs, returns, mask)
-    else:
-        values = torch.zeros(T, E, E, H, dtype=rew.dtype, device=rew.device)
+    values = linear_baseline_without_each(obs, returns, mask)
     if lam == 1.0:  # GAE(λ = 1) telescopes to R_t − V(s_t): no loop over the E² episode pairs
         pairs = (returns[:, None] - values) * mask[:, None]  # [T, e, e', H]
     else:
@@ -161,13 +169,30 @@ def cross_fitted_advantages(
     own = pairs.diagonal(dim1=1, dim2=2).permute(0, 2, 1)  # [T, E, H]: each episode with its own cross-fit
     if not normalize:
         return own, torch.ones(T, E, 1, dtype=rew.dtype, device=rew.device)
-    # weighted sums of each pair's advantages over its steps, then over the other episodes: two passes over [T, E, E, H]
-    others = 1 - torch.eye(E, dtype=pairs.dtype, device=pairs.device)  # [e, e'], e' ≠ e
-    w = weight.to(pairs.dtype)
-    s0 = (w.sum(-1)[:, None, :] * others).sum(-1)  # [T, e]: Σ_{e'≠e} Σ_h w
-    s1 = (torch.einsum("teph,tph->tep", pairs, w) * others).sum(-1)
-    s2 = (torch.einsum("teph,tph->tep", pairs.square(), w) * others).sum(-1)
-    s0 = s0.clamp_min(torch.finfo(pairs.dtype).tiny)
+    return _standardize_by_others(own, weight, eps, pairs)
+
+
+PAIR_ELEMENTS = 1 << 24
+"""Elements of the [T, E, E, H] episode-pair tensors built at once by `cross_fitted_advantages` (64 MB in float32):
+the paper presets (E = 20, H = 200) take 200 tasks per chunk; E = 200 episodes, 2 tasks."""
+
+
+def _standardize_by_others(own: Tensor, weight: Tensor, eps: float,
+                           pairs: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Episode e's advantages `own` [T, E, H] standardised by the weighted mean and standard deviation of the other
+    episodes' advantages `pairs[:, e, e']` [T, E, E, H] (e' ≠ e: episode e' under e's cross-fit). None: every
+    episode's advantages are its own (no baseline), so the sums come from per-episode totals, without the pair
+    dimension. Returns (advantages, σ_e + eps [T, E, 1])."""
+    w = weight.to(own.dtype)
+    if pairs is None:
+        per_episode = [w.sum(-1), (own * w).sum(-1), (own.square() * w).sum(-1)]  # [T, E] each
+        s0, s1, s2 = (x.sum(-1, keepdim=True) - x for x in per_episode)  # Σ over e' ≠ e
+    else:  # weighted sums of each pair's advantages over its steps, then over the other episodes
+        others = 1 - torch.eye(own.shape[1], dtype=own.dtype, device=own.device)  # [e, e'], e' ≠ e
+        s0 = (w.sum(-1)[:, None, :] * others).sum(-1)  # [T, e]: Σ_{e'≠e} Σ_h w
+        s1 = (torch.einsum("teph,tph->tep", pairs, w) * others).sum(-1)
+        s2 = (torch.einsum("teph,tph->tep", pairs.square(), w) * others).sum(-1)
+    s0 = s0.clamp_min(torch.finfo(own.dtype).tiny)
     mean = (s1 / s0)[..., None]  # [T, E, 1]
     std = (s2 / s0 - mean.squeeze(-1).square()).clamp_min(0.0).sqrt()[..., None]
     return (own - mean) / (std + eps) * (weight > 0), std + eps

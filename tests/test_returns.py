@@ -125,9 +125,11 @@ def test_linear_baseline_on_a_rank_deficient_batch() -> None:
         torch.testing.assert_close(values[t], (feats[t] @ coef).squeeze(-1) * mask[t], rtol=1e-6, atol=1e-8)
 
 
-def test_cross_fitted_advantages_equal_a_loop_over_left_out_episodes() -> None:
+@pytest.mark.parametrize("baseline", [True, False])
+def test_cross_fitted_advantages_equal_a_loop_over_left_out_episodes(baseline: bool) -> None:
     """For each episode e: the linear baseline fitted on the other episodes alone (`fit_linear_baseline` on the
-    subset), e's advantages under it, standardised by the other episodes' advantages under the same fit."""
+    subset; none without a baseline), e's advantages under it, standardised by the other episodes' advantages under
+    the same fit."""
     from metarl.returns import cross_fitted_advantages
 
     g = torch.Generator().manual_seed(1)
@@ -139,7 +141,7 @@ def test_cross_fitted_advantages_equal_a_loop_over_left_out_episodes() -> None:
     rew = rew * mask
     weight = step_weights(mask)
     for lam in (1.0, 0.9):
-        ours, _ = cross_fitted_advantages(obs, rew, mask, weight, 0.99, lam)
+        ours, _ = cross_fitted_advantages(obs, rew, mask, weight, 0.99, lam, baseline)
         for t in range(T):
             for e in range(E):
                 rest = [i for i in range(E) if i != e]
@@ -151,6 +153,7 @@ def test_cross_fitted_advantages_equal_a_loop_over_left_out_episodes() -> None:
                 coef = torch.linalg.solve(X.T @ X + 1e-5 * torch.eye(X.shape[1], dtype=torch.float64), X.T @ y)
                 values = (feats @ coef).squeeze(-1) * mask[t]
                 torch.testing.assert_close(values[rest], fit[0])
+                values = values if baseline else torch.zeros_like(values)
                 adv = gae(rew[t], values, mask[t], 0.99, lam)
                 others = normalize_advantages(adv[rest][None], weight[t, rest][None])  # their own statistics
                 mean = (adv[rest] * weight[t, rest]).sum() / weight[t, rest].sum()
@@ -158,3 +161,20 @@ def test_cross_fitted_advantages_equal_a_loop_over_left_out_episodes() -> None:
                 torch.testing.assert_close(others[0], (adv[rest] - mean) / (std + 1e-8) * (weight[t, rest] > 0))
                 expected = (adv[e] - mean) / (std + 1e-8) * (weight[t, e] > 0)
                 torch.testing.assert_close(ours[t, e], expected, rtol=1e-9, atol=1e-10)
+
+
+def test_cross_fitted_advantages_chunked_over_tasks_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The episode pairs are built a chunk of tasks at a time (memory O(E²·H) per task): the same numbers."""
+    from metarl import returns
+
+    g = torch.Generator().manual_seed(2)
+    T, E, H, D = 5, 4, 6, 2
+    obs = torch.randn(T, E, H, D, generator=g, dtype=torch.float64)
+    mask = (torch.arange(H) < torch.randint(2, H + 1, (T, E, 1), generator=g)).to(torch.float64)
+    rew = torch.randn(T, E, H, generator=g, dtype=torch.float64) * mask
+    weight = step_weights(mask)
+    whole = returns.cross_fitted_advantages(obs, rew, mask, weight, 0.99, 0.95)
+    monkeypatch.setattr(returns, "PAIR_ELEMENTS", 2 * E * E * H)  # two tasks per chunk: 3 chunks, the last short
+    chunked = returns.cross_fitted_advantages(obs, rew, mask, weight, 0.99, 0.95)
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
