@@ -74,7 +74,8 @@ def flat_config(cfg: Any, prefix: str = "") -> dict[str, Any]:
 def checkpoint_payload(algo: str, cfg: Any, spec: registry.FamilySpec, policy: torch.nn.Module,
                        state: TrainState, best: dict[str, float] | None = None) -> dict[str, Any]:
     """What `checkpoint.pt` / `best.pt` hold: the state plus enough to rebuild the policy and check compatibility;
-    `best` is the best validation so far ({"iteration", "return_post"}), restored on resume."""
+    `best` is the best validation so far ({"iteration", <metric>}, the metric `Algorithm.selection` without its
+    "val/" prefix: "return_post" or "return_pre"), restored on resume."""
     from metarl import __version__
 
     policy.load_state_dict({**policy.state_dict(), **state.params}, strict=False)
@@ -101,9 +102,13 @@ class Checkpointer:
 
     def __init__(self, run_dir: Path, algo: str, cfg: Any, spec: registry.FamilySpec, policy: torch.nn.Module,
                  every: int, total: int, best: dict[str, float] | None = None,
-                 sync: Callable[[], None] | None = None, saved_iteration: int | None = None) -> None:
+                 sync: Callable[[], None] | None = None, saved_iteration: int | None = None,
+                 selection: str = "val/return_post") -> None:
         self.run_dir, self.algo, self.cfg, self.spec, self.policy = run_dir, algo, cfg, spec, policy
-        self.every, self.total, self.best = every, total, best
+        self.selection, self.key = selection, selection.removeprefix("val/")
+        # a best ranked by another metric (a checkpoint written before the baselines ranked by return_pre) is not
+        # comparable: the next validation starts the ranking afresh
+        self.every, self.total, self.best = every, total, best if best is None or self.key in best else None
         self.sync = sync
         """called before each write: makes the metrics durable, so no checkpoint is ever ahead of them"""
         self.saved_iteration = saved_iteration
@@ -111,9 +116,9 @@ class Checkpointer:
     def __call__(self, state: TrainState, metrics: dict[str, float]) -> None:
         if not all_finite(state.params):  # guard_update keeps this from happening; never write a NaN checkpoint
             raise NonFiniteError("refusing to checkpoint non-finite parameters")
-        value = metrics.get("val/return_post")
-        if value is not None and finite_value(value) and (self.best is None or value > self.best["return_post"]):
-            self.best = {"iteration": state.iteration, "return_post": value}
+        value = metrics.get(self.selection)
+        if value is not None and finite_value(value) and (self.best is None or value > self.best[self.key]):
+            self.best = {"iteration": state.iteration, self.key: value}
             self._save("best.pt", state)
         if state.iteration % self.every == 0 or state.iteration == self.total:
             self.save_last(state)
@@ -342,7 +347,7 @@ def _train(algo: Algorithm, algo_name: str, cfg: Any, run_dir: Path, spec: regis
     family = registry.make(spec)
     policy = algo.build_policy(cfg, family)
     checkpointer = Checkpointer(run_dir, algo_name, cfg, spec, policy, cfg.run.checkpoint_every, cfg.run.iterations,
-                                best, saved_iteration=saved_iteration)
+                                best, saved_iteration=saved_iteration, selection=algo.selection)
     try:
         _iterate(algo, algo_name, cfg, run_dir, family, policy, state, checkpointer, quiet)
     except KeyboardInterrupt:

@@ -185,3 +185,21 @@ def test_a_random_baseline_is_never_trained_further(tmp_path: Path, capsys: pyte
     assert main(["baseline", "random", "--resume", str(run_dir), "--eval-tasks", "2", "--eval-steps", "1"]) == 0
     assert "nothing to train" in capsys.readouterr().out  # then evaluated again
     assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["state"]["iteration"] == 0
+
+
+@pytest.mark.parametrize("name", ["pretrained", "oracle"])
+def test_trained_baselines_keep_the_best_return_before_adaptation(tmp_path: Path, name: str) -> None:
+    """The pretrained and oracle policies are trained to act without adapting (the oracle's step-0 return is the
+    papers' ceiling): best.pt holds the iteration with the best validation return *before* adaptation."""
+    runs = tmp_path / "runs"
+    try:
+        assert main(["baseline", name, *TINY, "--run.iterations", "4", "--run.runs-dir", str(runs)]) == 0
+    finally:
+        if oracle_id("PointNav-v0") in {s.id for s in registry.registered()}:
+            registry.unregister(oracle_id("PointNav-v0"))
+    (run_dir,) = runs.glob("*")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    pre = {r["iteration"]: r["val/return_pre"] for r in records if "val/return_pre" in r}
+    top = max(pre, key=lambda i: pre[i])
+    best = torch.load(run_dir / "best.pt", weights_only=False)
+    assert best["best"] == {"iteration": top, "return_pre": pre[top]} and best["state"]["iteration"] == top

@@ -32,6 +32,10 @@ class Algorithm:
     defaults: dict[str, Any] = field(default_factory=dict)
     """config overrides that define this algorithm on top of `config_type` (FOMAML = MAML + first_order)"""
     summary: str = ""
+    selection: str = "val/return_post"
+    """the validation metric whose maximum `best.pt` holds: the return after adaptation for meta-learners; before it
+    for policies trained to act without adapting (the pretrained and oracle baselines: the oracle's step-0 return is
+    the ceiling the papers report, and its adaptation steps only add noise to it)"""
 
     def build_policy(self, cfg: Any, family: TaskFamily) -> nn.Module:
         return build_policy(cfg.policy, family, cfg.run.seed)
