@@ -20,6 +20,7 @@ from torch import nn
 
 from metarl.family import TaskFamily
 from metarl.policies import DeterministicMLP, GaussianMLP, glorot_init_
+from metarl.sim import BackendError, check_device_name, resolve_backend
 
 
 @dataclass(frozen=True)
@@ -102,22 +103,15 @@ class RunConfig:
             raise ValueError(f"run.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.threads < 0:
             raise ValueError(f"run.threads must be >= 0 (0: automatic), got {self.threads}")
-        if self.device != "auto" and self.device != "cpu" and not _is_cuda_name(self.device):
-            raise ValueError(f"run.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_device_name(self.device)  # a ValueError, as every check here
         if self.validate_every < 0 or self.validation_tasks < 1:
             raise ValueError(f"run.validate_every must be >= 0 and run.validation_tasks >= 1, got "
                              f"{self.validate_every}, {self.validation_tasks}")
 
 
-def _is_cuda_name(device: str) -> bool:
-    return device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())
-
-
 def run_backend(run: RunConfig) -> str:
     """The backend string (`metarl.sim`: "cpu", "warp", "warp:cuda:0") for `run.backend` and `run.device` on this
     machine; `ConfigError` (one line naming what to install or pass) when it cannot run here."""
-    from metarl.sim import BackendError, resolve_backend
-
     try:
         return resolve_backend(run.backend, run.device)
     except BackendError as err:

@@ -250,8 +250,7 @@ def resolve_backend(backend: str, device: str) -> str:
     for the warp backend when a GPU is visible, else cpu. Raises `BackendError` (one line: what to install or pass)
     for warp without mujoco-warp, cuda without CUDA, or the cpu backend on cuda.
     """
-    if device != "auto" and device != "cpu" and not _is_cuda(device):
-        raise BackendError(f"run.device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    check_device_name(device)
     if backend not in ("auto", "cpu", "warp"):
         raise BackendError(f"run.backend must be auto, cpu or warp, got {backend!r}")
     gpu = torch.cuda.is_available()
@@ -270,6 +269,12 @@ def resolve_backend(backend: str, device: str) -> str:
     if device == "auto":
         device = "cuda" if gpu else "cpu"
     return "warp" if device == "cpu" else f"warp:{device}"
+
+
+def check_device_name(device: str) -> None:
+    """`BackendError` unless `device` is a `--run.device` value: auto, cpu, cuda or cuda:N."""
+    if device != "auto" and device != "cpu" and not _is_cuda(device):
+        raise BackendError(f"run.device must be auto, cpu, cuda or cuda:N, got {device!r}")
 
 
 def _is_cuda(device: str) -> bool:
