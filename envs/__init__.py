@@ -1,4 +1,5 @@
-"""The built-in task families. Every built-in registration is in this one file.
+"""The built-in task families. Every built-in registration is in this one file (the analytic toy MDP in toy_mdp.py
+is opt-in: `register_toy()`).
 
 Defaults reproduce the MAML paper (Finn et al. 2017; cbfinn/maml_rl): horizon 200 for locomotion, 100 for navigation.
 Bounds and horizon are kwargs: e.g. `make("HalfCheetahVel-v0", high=3.0, horizon=100)` is the ProMP/PEARL preset.

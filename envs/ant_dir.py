@@ -10,9 +10,9 @@ MAML used 40 episodes per adaptation step here). ProMP/learn2learn use a +1.0 su
 from __future__ import annotations
 
 import torch
-from metarl.envs.locomotion import AntFamily, DirTasks, sample_directions
 from torch import Tensor
 
+from metarl.envs.locomotion import AntFamily, DirTasks, sample_directions
 from metarl.sim import Simulator
 
 

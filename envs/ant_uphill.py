@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from metarl.envs.locomotion import AntFamily, SlopeTasks, check_slope_range, sample_slopes, slope_gravity
 from torch import Tensor
 
+from metarl.envs.locomotion import AntFamily, SlopeTasks, check_slope_range, sample_slopes, slope_gravity
 from metarl.registry import FamilySpec
 from metarl.sim import Simulator
 

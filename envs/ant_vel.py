@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from metarl.envs.locomotion import AntFamily, VelTasks, sample_velocities
 from torch import Tensor
 
+from metarl.envs.locomotion import AntFamily, VelTasks, sample_velocities
 from metarl.family import check_range
 from metarl.registry import FamilySpec
 from metarl.sim import Simulator

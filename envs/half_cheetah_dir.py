@@ -10,9 +10,9 @@ learn2learn use H = 100 (override `horizon=100`).
 from __future__ import annotations
 
 import torch
-from metarl.envs.locomotion import CheetahFamily, DirTasks, control_cost, sample_directions
 from torch import Tensor
 
+from metarl.envs.locomotion import CheetahFamily, DirTasks, control_cost, sample_directions
 from metarl.sim import Simulator
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
+
 from metarl.envs.locomotion import (
     CheetahFamily,
     SlopeTasks,
@@ -22,8 +24,6 @@ from metarl.envs.locomotion import (
     sample_slopes,
     slope_gravity,
 )
-from torch import Tensor
-
 from metarl.registry import FamilySpec
 from metarl.sim import Simulator
 

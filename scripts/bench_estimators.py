@@ -11,6 +11,12 @@ distance means bias, as LVC's cross-time terms and the naive surrogate's score p
     python scripts/bench_estimators.py --family HalfCheetahVel-v0 --tasks 10 --reps 20
     python scripts/bench_estimators.py --pretrain 50                   # θ after 50 MAML iterations, not θ_0
 
+First, the analytic toy MDP (metarl.envs.toy_mdp, notes/metagrad.md §3), where the truth is known in closed form: per
+estimator, the inner-step Jacobian dθ′/dθ of one batch of `--toy-episodes` episodes, with raw returns (E[dθ′/dθ] =
+I + α∇²V/H exactly for the unbiased estimators): its total variance, its mean squared error against the closed form
+(variance + squared bias) and the distance of its mean from the closed form in standard errors, over `--toy-batches`
+independent batches (as the PointNav table's distance to DiCE).
+
 The last line is one JSON object with `default` (the default estimator), `default_unbiased` (as the exact tests in
 tests/test_metagrad.py establish), `variance_ratio_default_vs_lvc`, `variance_ratio_default_vs_dice` and the table.
 """
@@ -25,11 +31,15 @@ from dataclasses import fields, replace
 
 import torch
 
-from metarl.algos.maml import PRESETS, MAMLConfig, collect, meta_gradient, train
+import metarl
+from metarl.algos.maml import PRESETS, MAMLConfig, collect, inner_step, meta_gradient, train
 from metarl.config import apply_overrides
+from metarl.envs import toy_mdp
+from metarl.estimators import prepare
+from metarl.policies import params_of
 from metarl.sampler import Sampler
 from metarl.training import start
-from metarl.trpo import flatten
+from metarl.trpo import flatten, unflatten
 
 UNBIASED = {"dice": True, "dice_cv": True, "emaml": True, "lvc": False, "naive": False}
 """Formulation I/II unbiasedness as tests/test_metagrad.py establishes it (dice and dice_cv at λ = 1; emaml for
@@ -45,6 +55,42 @@ def estimators(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     return out
 
 
+def toy_jacobians(estimator: str, dice_lambda: float, batches: int, episodes: int, seed: int) -> torch.Tensor:
+    """dθ′/dθ of one inner step on the toy MDP, [batches, 3, 3], each batch `episodes` fresh episodes of one task at
+    θ = (μ0, μ1, log σ) = (0.3, −0.2, log 0.7), α = 0.1; raw returns (γ = 1, no baseline, no normalisation)."""
+    toy_mdp.register_toy()
+    family = metarl.make(toy_mdp.TOY_ID)
+    policy = toy_mdp.OpenLoopGaussian((0.3, -0.2), math.log(0.7))
+    params = params_of(policy)
+    generator = torch.Generator().manual_seed(seed)  # the same episodes for every estimator
+    batch = Sampler(family).sample(policy, params, family.sample_tasks(batches, generator), episodes, generator)
+    data = prepare(batch, gamma=1.0, baseline="none", normalize=False)  # one task row per batch
+
+    def step(theta: torch.Tensor) -> torch.Tensor:
+        adapted = inner_step(policy, unflatten(theta, params), data, TOY_ALPHA, estimator, dice_lambda)
+        return torch.cat([v.reshape(batches, -1) for v in adapted.values()], dim=1)
+
+    return torch.func.jacfwd(step)(flatten(params))
+
+
+TOY_ALPHA = 0.1
+
+
+def toy_table(variants: dict[str, dict[str, object]], batches: int, episodes: int, seed: int) -> dict[str, dict]:
+    """Per estimator on the toy MDP: total variance of one batch's Jacobian, MSE against I + α∇²V/H, bias in SE."""
+    theta = torch.tensor([0.3, -0.2, math.log(0.7)], dtype=torch.float64)
+    exact = torch.eye(3, dtype=torch.float64) + TOY_ALPHA * toy_mdp.hess_value(theta, 0.0) / 2  # H = 2; ∇²V ∌ goal
+    table = {}
+    for name, variant in variants.items():
+        jac = toy_jacobians(str(variant["estimator"]), float(variant.get("dice_lambda", 1.0)), batches, episodes,
+                            seed).flatten(1)
+        err = jac - exact.flatten()
+        variance = float(jac.var(0).sum())
+        table[name] = {"total_variance": variance, "mse": float(err.square().mean(0).sum()),
+                       "distance_to_exact_se": float(err.mean(0).norm()) / math.sqrt(variance / batches)}
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="PointNav-v0")
@@ -54,7 +100,16 @@ def main() -> None:
     parser.add_argument("--pretrain", type=int, default=0, help="MAML iterations before θ is fixed")
     parser.add_argument("--dice-lambdas", type=float, nargs="*", default=[0.9, 0.5])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--toy-batches", type=int, default=4000, help="toy MDP: independent batches")
+    parser.add_argument("--toy-episodes", type=int, default=20, help="toy MDP: episodes per batch (inner step)")
     args = parser.parse_args()
+
+    variants = estimators(args)
+    toy = toy_table(variants, args.toy_batches, args.toy_episodes, args.seed)
+    print(f"toy MDP, inner-step Jacobian, {args.toy_episodes} episodes per batch, {args.toy_batches} batches")
+    print(f"{'estimator':>10}  {'total variance':>15}  {'MSE vs closed form':>19}  {'|mean − exact| / SE':>20}")
+    for name, row in toy.items():
+        print(f"{name:>10}  {row['total_variance']:15.4g}  {row['mse']:19.4g}  {row['distance_to_exact_se']:20.1f}")
 
     paper = [n for n, p in PRESETS.items() if n.startswith("maml2017") and p["family"] == args.family]
     preset = args.preset or ("pytorch-maml-rl-point" if args.family == "PointNav-v0" else paper[0])
@@ -63,7 +118,6 @@ def main() -> None:
     state = train(cfg)  # θ after `pretrain` iterations (θ_0 for 0), from the default estimator
     session = start(cfg, state)
     sampler, params = Sampler(session.family), state.params
-    variants = estimators(args)
     grads: dict[str, list[torch.Tensor]] = {name: [] for name in variants}
     for r in range(args.reps):
         rollouts = collect(sampler, session.policy, params, session.family.sample_tasks(cfg.meta_batch_size,
@@ -83,7 +137,8 @@ def main() -> None:
                       "default": default, "default_unbiased": UNBIASED[str(default)],
                       "variance_ratio_default_vs_lvc": table[str(default)]["ratio_vs_lvc"],
                       "variance_ratio_default_vs_dice": table[str(default)]["ratio_vs_dice"],
-                      "estimators": table, "load_avg": os.getloadavg()[0]}))
+                      "estimators": table, "toy": {"episodes": args.toy_episodes, "batches": args.toy_batches,
+                                                    "estimators": toy}, "load_avg": os.getloadavg()[0]}))
 
 
 def summarise(grads: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:

@@ -57,9 +57,9 @@ import mujoco
 import mujoco.batch
 import numpy as np
 import torch
-from metarl.envs.locomotion import AntFamily, CheetahFamily
 
 import metarl
+from metarl.envs.locomotion import AntFamily, CheetahFamily
 from metarl.family import MujocoFamily, MujocoVecEnv
 from metarl.policies import GaussianMLP, gaussian_log_prob, params_of
 from metarl.sampler import Sampler

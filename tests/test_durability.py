@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from metarl.envs.point_nav import PointNav
 from test_train_cli import deterministic_part
 
 from metarl import registry
 from metarl.cli import main
+from metarl.envs.point_nav import PointNav
 from metarl.logger import read_metrics
 from metarl.registry import FamilySpec
 

@@ -2,7 +2,7 @@
 
 C1 and C2 run metarl's own pipeline (perturb → adapt → evaluate through the sampler → antithetic ES terms) with
 un-normalised fitness, and compare the mean of the per-pair terms with ∇J̃_σ computed exactly by Gauss–Hermite
-quadrature (tests/toy_mdp.py). The pairs are independent, so the z-score uses their standard error directly.
+quadrature (metarl.envs.toy_mdp). The pairs are independent, so the z-score uses their standard error directly.
 """
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from toy_mdp import (
+
+import metarl
+from metarl.algos import es_maml
+from metarl.algos.es_maml import Adapted, ESMAMLConfig, Evaluator, draw, es_step, make_adapt, shape_fitness
+from metarl.config import PolicyConfig, build_policy
+from metarl.envs.toy_mdp import (
     GOALS,
     TOY_ID,
     OpenLoopGaussian,
@@ -23,11 +28,6 @@ from toy_mdp import (
     smoothed,
     value,
 )
-
-import metarl
-from metarl.algos import es_maml
-from metarl.algos.es_maml import Adapted, ESMAMLConfig, Evaluator, draw, es_step, make_adapt, shape_fitness
-from metarl.config import PolicyConfig, build_policy
 from metarl.policies import params_of
 from metarl.sampler import Sampler
 from metarl.trpo import flatten

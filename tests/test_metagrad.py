@@ -16,17 +16,6 @@ from dataclasses import replace
 import pytest
 import torch
 from torch.func import jacfwd
-from toy_mdp import (
-    GOALS,
-    TOY_ID,
-    GoalTasks,
-    OpenLoopGaussian,
-    grad_value,
-    hess_value,
-    j2_formulation_ii,
-    register_toy,
-    value,
-)
 
 import metarl
 from metarl.algos.maml import (
@@ -39,6 +28,17 @@ from metarl.algos.maml import (
     meta_gradient,
     meta_objective,
     trust_region_problem,
+)
+from metarl.envs.toy_mdp import (
+    GOALS,
+    TOY_ID,
+    GoalTasks,
+    OpenLoopGaussian,
+    grad_value,
+    hess_value,
+    j2_formulation_ii,
+    register_toy,
+    value,
 )
 from metarl.estimators import prepare
 from metarl.policies import params_of

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from metarl.envs.point_nav import GoalTasks
 
 from metarl.cli import main
+from metarl.envs.point_nav import GoalTasks
 from metarl.evaluate import EvalResult, eval_record, write_eval
 from metarl.plots import RunCurves, comparison_figure, figure_png, legends, read_curves, training_curves
 from metarl.registry import spec

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from metarl.envs.point_nav import PointNav
 
 import metarl
 from metarl import registry
+from metarl.envs.point_nav import PointNav
 from metarl.registry import FamilySpec
 
 BUILTINS = (

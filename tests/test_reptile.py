@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from toy_mdp import GOALS, TOY_ID, GoalTasks, OpenLoopGaussian, grad_value, hess_value, register_toy
 
 import metarl
 from metarl.algos import reptile
 from metarl.algos.reptile import ReptileConfig, adam_init, adam_step, inner_loop, outer_lr_at, reptile_update
 from metarl.config import PolicyConfig, apply_overrides, build_policy
+from metarl.envs.toy_mdp import GOALS, TOY_ID, GoalTasks, OpenLoopGaussian, grad_value, hess_value, register_toy
 from metarl.policies import params_of
 from metarl.sampler import Sampler
 

@@ -4,7 +4,9 @@ s0 = 0; a0 ~ N(μ0, σ²); a1 ~ N(μ1, σ²) (an open-loop Gaussian policy, θ =
 r0 = −C·a0², r1 = −(a0 + a1 − g)², task = goal g.  V_g(θ) = −C(μ0² + σ²) − ((μ0 + μ1 − g)² + 2σ²).
 The cross-time Hessian entry ∂²V/∂μ0∂μ1 = −2 is what separates DiCE from LVC. Everything is float64.
 
-The family is registered through the public API (`metarl.register`) as "test/ToyMDP-v0" by `register_toy()`.
+The family is not built in: `register_toy()` registers it through the public API (`metarl.register`) as
+"test/ToyMDP-v0", for the exact tests (tests/test_metagrad.py, test_es_maml.py, test_reptile.py) and the toy section
+of scripts/bench_estimators.py.
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ class OpenLoopGaussian(nn.Module):
 
 def register_toy() -> None:
     if TOY_ID not in {s.id for s in metarl.registered()}:
-        metarl.register(FamilySpec(id=TOY_ID, entry_point="toy_mdp:ToyMDP", horizon=2, tasks="goal ∈ {−1, 0, 1, 2}",
-                                   reference="notes/metagrad.md §3"))
+        metarl.register(FamilySpec(id=TOY_ID, entry_point="metarl.envs.toy_mdp:ToyMDP", horizon=2,
+                                   tasks="goal ∈ {−1, 0, 1, 2}", reference="notes/metagrad.md §3"))
 
 
 # ----------------------------------------------------------------------------------------------- closed forms
