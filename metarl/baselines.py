@@ -132,7 +132,7 @@ def multitask_train(cfg: MAMLConfig, logger: Logger | None = None, on_iteration:
     each of T fresh tasks with θ, then one TRPO step (or Adam with outer=adam) on their mean surrogate. Same driver
     contract, guard and RNG handling as `maml.train`; inner-loop fields of the config are unused here."""
     session = start(cfg, state, family=registry.make(family_spec(cfg.family), **cfg.run.family_kwargs))
-    family, policy, sampler = session.family, session.policy, Sampler(session.family)
+    family, policy, sampler = session.family, session.policy, Sampler(session.family, session.backend)
 
     def collect(state: TrainState, generator: torch.Generator) -> tuple[Any, dict[str, float], int]:
         batch = sampler.sample(policy, state.params, family.sample_tasks(cfg.meta_batch_size, generator),
@@ -179,7 +179,8 @@ def ppo_adaptation_returns(cfg: MAMLConfig, sampler: SamplerProtocol, policy: nn
     """SB3 PPO fine-tuned from `params` on each task separately; returns [k+1, T, E] like every adaptation operator.
 
     Update j (learning rate `step_sizes[j]`) collects E·H env steps on `TaskEnv(family, task)` (n_steps = E·H, so
-    exactly the samples of one policy-gradient adaptation step) and runs PPO's 10 epochs on them. The actor is the
+    exactly the samples of one policy-gradient adaptation step) and runs PPO's 10 epochs on them; SB3 and its
+    one-environment rollouts run on the CPU backend whatever `sampler`'s backend. The actor is the
     config's policy network, initialised from `params`; returns after each update are measured with the batched
     sampler on E fresh episodes, as for the other operators.
     """
@@ -239,7 +240,9 @@ def _actor_map(model: Any, params: Params) -> dict[str, Tensor]:
 
 
 def _actor_params(model: Any, like: Params) -> Params:
-    return {name: tensor.detach().clone().to(like[name].dtype) for name, tensor in _actor_map(model, like).items()}
+    """SB3's actor weights (on the CPU: SB3 runs there) as our params, on the device and dtype of `like`."""
+    return {name: tensor.detach().clone().to(like[name].device, like[name].dtype)
+            for name, tensor in _actor_map(model, like).items()}
 
 
 @contextlib.contextmanager

@@ -31,7 +31,8 @@ def eval_name(protocol: dict[str, Any], out: str | None, default_step_sizes: Seq
               run_seed: int) -> str:
     """The name of an evaluation's files: `eval-<out>`, or the protocol `eval-T<tasks>-E<episodes>-k<steps>` with
     what else differs from the defaults appended: `-a<step sizes>` (not the algorithm's schedule), `-seed<S>` (not
-    the run's seed), `-last` (`--checkpoint last`), `-c<chunk size>` (the rollout noise is drawn chunk by chunk)."""
+    the run's seed), `-last` (`--checkpoint last`), `-c<chunk size>` (the rollout noise is drawn chunk by chunk),
+    `-<backend>` (not the cpu one, e.g. `-warp-cuda-0`: float32 physics gives slightly different returns)."""
     if out is not None:
         return out if out.startswith("eval-") else f"eval-{out}"
     p = protocol
@@ -44,6 +45,8 @@ def eval_name(protocol: dict[str, Any], out: str | None, default_step_sizes: Seq
         parts.append("last")
     if p["chunk_size"] != DEFAULT_CHUNK_SIZE:
         parts.append(f"c{p['chunk_size']}")
+    if p.get("backend", "cpu") != "cpu":
+        parts.append(p["backend"].replace(":", "-"))
     return "eval-" + "-".join(parts)
 
 

@@ -36,7 +36,7 @@ import tyro
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
-from metarl.config import SEED_RANGE
+from metarl.config import SEED_RANGE, run_backend
 from metarl.eval_outputs import (  # noqa: F401  (eval_csv, eval_table, EvalExistsError: re-exported)
     NAME_RE,
     EvalExistsError,
@@ -51,6 +51,7 @@ from metarl.family import TaskFamily, index_tasks, num_tasks
 from metarl.policies import Params, num_stacked
 from metarl.runs import Interrupted, open_run, remove_stale_temp_files, run_label
 from metarl.sampler import Batch, Sampler
+from metarl.sim import check_device_name, resolve_backend
 
 Progressor = Callable[[int, str], None]
 """(tasks done so far, status line) -> None; called after each chunk of tasks."""
@@ -186,23 +187,28 @@ def evaluate(
     seed: int,
     chunk_size: int = 10,
     progress: Progressor | None = None,
+    backend: str = "cpu",
 ) -> EvalResult:
     """Adapt `params` to `tasks` test tasks with the algorithm's operator and collect returns [k+1, T, E].
 
     Tasks are processed in chunks of `chunk_size` (progress, bounded memory); all randomness comes from the
-    "test" stream of `seed`, consumed chunk after chunk, so the result depends only on the arguments.
+    "test" stream of `seed`, consumed chunk after chunk, so the result depends only on the arguments. `backend`
+    (`metarl.sim`: "cpu", "warp", "warp:cuda:0") simulates the rollouts; the policy and the adapted parameters live
+    on its device, and the returns come back to the CPU.
     """
     if algorithm.adaptation_returns is None:
         raise ValueError("this algorithm has no test-time adaptation operator (adaptation_returns)")
     generator = stream_generator(seed, "test")
     test_tasks = family.sample_tasks(tasks, generator)
-    sampler = WatchedSampler(Sampler(family))
+    sampler = WatchedSampler(Sampler(family, backend))
+    policy = policy.to(sampler.sampler.device)
+    params = {k: v.to(sampler.sampler.device) for k, v in params.items()}
     chunks, adapted, exact = [], [], True
     clock = time.perf_counter()
     for start in range(0, tasks, chunk_size):
         chunk = index_tasks(test_tasks, slice(start, start + chunk_size))
         returns = algorithm.adaptation_returns(cfg, sampler, policy, params, chunk, tuple(step_sizes), episodes,
-                                               generator).to(torch.float64)  # [k+1, t, E]
+                                               generator).to("cpu", torch.float64)  # [k+1, t, E]
         chunks.append(returns)
         exact = exact and _last_call_is_final(sampler, policy, returns, num_tasks(chunk))
         if exact and sampler.last is not None:
@@ -213,7 +219,7 @@ def evaluate(
             progress(done, f"post {post:.1f}  {sampler.steps / (time.perf_counter() - clock):,.0f} steps/s")
     result = EvalResult(torch.cat(chunks, 1), test_tasks, tuple(step_sizes), env_steps=sampler.steps)
     if exact and adapted and len(step_sizes) > 0:
-        result.adapted = {k: torch.cat([a[k] for a in adapted]) for k in adapted[0]}
+        result.adapted = {k: torch.cat([a[k] for a in adapted]).cpu() for k in adapted[0]}
     return result
 
 
@@ -223,7 +229,7 @@ def _last_call_is_final(sampler: WatchedSampler, policy: nn.Module, returns: Ten
         return False
     params, last = sampler.last
     stacked = num_stacked(policy, params) == rows
-    return stacked and last.shape == returns[-1].shape and torch.equal(last.to(torch.float64), returns[-1])
+    return stacked and last.shape == returns[-1].shape and torch.equal(last.to("cpu", torch.float64), returns[-1])
 
 
 # ----------------------------------------------------------------------------------------------- the command
@@ -258,6 +264,12 @@ class EvalArgs:
     eval-T40-E10-k3)"""
     replace: bool = False
     """replace an earlier evaluation of the same name made from another checkpoint (refused otherwise)"""
+    backend: Literal["run", "auto", "cpu", "warp"] = "run"
+    """simulator of the test rollouts, as train's --run.backend (run: the run's own setting); an evaluation on
+    another backend than cpu is named after it (e.g. eval-T40-E20-k3-warp-cuda): float32 physics differs slightly"""
+    device: str = "run"
+    """where the rollouts and the adapted policies live, as train's --run.device: auto, cpu, cuda, cuda:N (run: the
+    run's own setting)"""
     quiet: bool = False
     """no progress bar"""
 
@@ -280,6 +292,11 @@ class EvalArgs:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.device != "run":
+            try:
+                check_device_name(self.device)
+            except ValueError:
+                raise ValueError(f"--device must be run, auto, cpu, cuda or cuda:N, got {self.device!r}") from None
 
 
 @dataclass
@@ -355,11 +372,23 @@ def eval_protocol(run: Any, args: EvalArgs, checkpoint: str) -> tuple[dict[str, 
     if step_sizes is None:
         raise ValueError(f"{run.algo} has no default test-time step sizes; pass --step-sizes")
     state = run.payload["state"]
+    backend = eval_backend(cfg, args)
     return {
         "tasks": args.tasks, "steps": args.steps, "episodes": episodes, "step_sizes": [float(a) for a in step_sizes],
         "seed": cfg.run.seed if args.seed is None else args.seed, "chunk_size": args.chunk_size,
         "checkpoint": checkpoint, "iteration": state["iteration"], "env_steps_trained": state.get("env_steps", 0),
+        **({} if backend == "cpu" else {"backend": backend}),  # cpu: as every evaluation before backends existed
     }, default
+
+
+def eval_backend(cfg: Any, args: EvalArgs) -> str:
+    """The backend string (`metarl.sim`) of the test rollouts: `--backend`/`--device`, each defaulting to the
+    run's own `run.backend`/`run.device` (a run from before backends existed: cpu). Raises `BackendError`."""
+    if args.backend == "run" and args.device == "run":
+        return run_backend(cfg.run) if hasattr(cfg.run, "backend") else "cpu"
+    backend = getattr(cfg.run, "backend", "cpu") if args.backend == "run" else args.backend
+    device = getattr(cfg.run, "device", "cpu") if args.device == "run" else args.device
+    return resolve_backend(backend, device)
 
 
 def _evaluate_opened(run: Any, args: EvalArgs, protocol: dict[str, Any], label: str | None) -> EvalOutcome:
@@ -367,7 +396,7 @@ def _evaluate_opened(run: Any, args: EvalArgs, protocol: dict[str, Any], label: 
     with eval_progress(args.tasks, f"eval {run.algo} {run.spec.id}", quiet=args.quiet) as progress:
         result = evaluate(run.algorithm, run.cfg, run.family, run.policy, run.params, tasks=p["tasks"],
                           step_sizes=p["step_sizes"], episodes=p["episodes"], seed=p["seed"],
-                          chunk_size=p["chunk_size"], progress=progress)
+                          chunk_size=p["chunk_size"], progress=progress, backend=p.get("backend", "cpu"))
     label = label or run_label(run.algo, run.spec.id, run.cfg.run.seed)
     return EvalOutcome(result, eval_record(result, run.algo, run.spec.to_json(), label, protocol))
 

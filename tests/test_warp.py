@@ -173,6 +173,49 @@ def test_a_maml_iteration_on_warp_is_close_to_the_cpu_backend(tmp_path: Path) ->
     assert warp_record["perf/env_steps"] == cpu_record["perf/env_steps"]
 
 
+@pytest.mark.warp
+@needs_warp
+def test_eval_takes_the_backend_and_defaults_to_the_runs(tmp_path: Path) -> None:
+    """`metarl eval --backend warp --device cpu` of a run trained on the CPU backend: its own file name and protocol
+    entry, returns close to the CPU evaluation (float32 physics over a 10-step horizon); a run trained on warp is
+    evaluated on warp unless told otherwise."""
+    run_dir = _train(tmp_path / "cpu", "maml", "--run.backend", "cpu")
+    flags = ["--tasks", "2", "--steps", "1", "--episodes", "2", "--quiet"]
+    assert main(["eval", str(run_dir), *flags]) == 0
+    assert main(["eval", str(run_dir), *flags, "--backend", "warp", "--device", "cpu"]) == 0
+    cpu = json.loads((run_dir / "eval-T2-E2-k1.json").read_text())
+    warp = json.loads((run_dir / "eval-T2-E2-k1-warp.json").read_text())
+    assert "backend" not in cpu["protocol"] and warp["protocol"]["backend"] == "warp"
+    assert torch.tensor(warp["returns"]) == pytest.approx(torch.tensor(cpu["returns"]), abs=1e-2)
+    warp_run = _train(tmp_path / "warp", "maml", "--run.backend", "warp", "--run.device", "cpu")
+    assert main(["eval", str(warp_run), *flags]) == 0
+    assert json.loads((warp_run / "eval-T2-E2-k1-warp.json").read_text())["protocol"]["backend"] == "warp"
+
+
+@pytest.mark.parametrize("name", ["pretrained", "ppo"])
+@pytest.mark.warp
+@needs_warp
+def test_baselines_train_and_evaluate_on_the_warp_backend(tmp_path: Path, name: str) -> None:
+    """The pretrained baseline trains (its TRPO rollouts) and both evaluate on warp; PPO's own updates stay on SB3's
+    CPU, and the parameters it returns come back to the sampler's device."""
+    runs = tmp_path / "runs"
+    argv = ["baseline", name, "--family", "HalfCheetahVel-v0", *TINY["maml"], "--run.iterations", "1",
+            "--run.runs-dir", str(runs), "--run.no-tensorboard", "--run.family-kwargs", "horizon", "10",
+            "--run.validation-tasks", "2", "--run.backend", "warp", "--run.device", "cpu", "--eval-tasks", "2",
+            "--eval-steps", "1"]
+    assert main(argv) == 0
+    (run_dir,) = runs.glob("*")
+    record = json.loads((run_dir / "eval.json").read_text())
+    assert record["protocol"]["backend"] == "warp" and torch.isfinite(torch.tensor(record["returns"])).all()
+
+
+def test_eval_refuses_an_unknown_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tmp_path), "--device", "tpu"]) == 2
+    captured = capsys.readouterr()
+    text = " ".join((captured.out + captured.err).replace("│", " ").split())  # tyro boxes and wraps its message
+    assert "--device must be run, auto, cpu, cuda or cuda:N, got 'tpu'" in text
+
+
 # ----------------------------------------------------------------------------------------------- errors, config
 def test_backend_resolution_on_a_machine_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
