@@ -82,14 +82,17 @@ class CheetahFamily(MujocoFamily):
         spec: the registered spec.
         ctrl_cost_weight: w in the control cost −w·‖a‖² (MAML: 0.05).
         reset_noise_scale: Gymnasium's reset noise.
+        frame_skip: physics substeps (0.01 s each) per env step. Gymnasium's 5 (the default: 200 steps are 10 s);
+            the MAML paper's rllab cheetah stepped once (`frame_skip=1`: 200 steps are 2 s).
     """
 
     xml: ClassVar[Path] = ASSETS / "half_cheetah.xml"
     obs_skip: ClassVar[int] = 1
     camera: ClassVar[Camera] = Camera(name="track")  # the MJCF's camera following the centre of mass, 3 m aside
 
-    def __init__(self, spec: FamilySpec, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1) -> None:
-        super().__init__(spec, reset_noise_scale=reset_noise_scale)
+    def __init__(self, spec: FamilySpec, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
+                 frame_skip: int | None = None) -> None:
+        super().__init__(spec, reset_noise_scale=reset_noise_scale, frame_skip=frame_skip)
         self.ctrl_cost_weight = ctrl_cost_weight
 
 
@@ -107,6 +110,8 @@ class AntFamily(MujocoFamily):
         contact_obs: append the 78 clipped contact forces to the observation (Ant-v5 default).
         terminate_when_unhealthy: end the episode when the ant falls or flips.
         reset_noise_scale: Gymnasium's reset noise.
+        frame_skip: physics substeps (0.01 s each) per env step: Gymnasium's 5 by default; the MAML paper's rllab
+            ant stepped 0.02 s (`frame_skip=2`).
     """
 
     xml: ClassVar[Path] = ASSETS / "ant.xml"
@@ -124,8 +129,9 @@ class AntFamily(MujocoFamily):
         contact_obs: bool = True,
         terminate_when_unhealthy: bool = True,
         reset_noise_scale: float = 0.1,
+        frame_skip: int | None = None,
     ) -> None:
-        super().__init__(spec, reset_noise_scale=reset_noise_scale)
+        super().__init__(spec, reset_noise_scale=reset_noise_scale, frame_skip=frame_skip)
         self.ctrl_cost_weight = ctrl_cost_weight
         self.contact_cost_weight = contact_cost_weight
         self.survive_reward = survive_reward

@@ -169,7 +169,8 @@ class MujocoFamily(TaskFamily):
     """
 
     xml: ClassVar[Path]
-    frame_skip: ClassVar[int] = 5
+    frame_skip: int = 5
+    """physics substeps per env step, the class default (Gymnasium's v5 walkers: 5); `frame_skip=` overrides it"""
     obs_skip: ClassVar[int] = 1
     persistent: ClassVar[bool] = False
     """Whether the family reads `sim.contact_forces()` or `sim.body_xpos()` (needs a persistent simulator: derived
@@ -182,10 +183,14 @@ class MujocoFamily(TaskFamily):
     """How videos frame the robot (`metarl.camera.Camera`): by default following body 1 from the side; e.g.
     ``Camera(track="torso", distance=3.0)`` or a camera of the MJCF, ``Camera(name="side")``."""
 
-    def __init__(self, spec: FamilySpec, reset_noise_scale: float = 0.1) -> None:
+    def __init__(self, spec: FamilySpec, reset_noise_scale: float = 0.1, frame_skip: int | None = None) -> None:
         super().__init__(spec)
         if reset_noise_scale < 0:
             raise ValueError(f"reset_noise_scale must be >= 0, got {reset_noise_scale}")
+        if frame_skip is not None:  # family kwargs from the command line arrive as floats: 1.0 is 1
+            if isinstance(frame_skip, bool) or float(frame_skip) != int(frame_skip) or frame_skip < 1:
+                raise ValueError(f"frame_skip must be an integer >= 1, got {frame_skip!r}")
+            self.frame_skip = int(frame_skip)
         self.reset_noise_scale = reset_noise_scale
         self.model = self.load_model()
         self.act_dim = int(self.model.nu)

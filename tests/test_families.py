@@ -163,10 +163,15 @@ def _hand_reward(family_id: str, task: dict[str, float], v: float, a: np.ndarray
     return forward - 0.005 * float(np.sum(a**2)) - contact + 0.05
 
 
-@pytest.mark.parametrize("family_id", list(GYM_IDS))
-def test_bit_exact_against_gymnasium(family_id: str) -> None:
-    family = metarl.make(family_id)
-    gym_envs = [gym.make(GYM_IDS[family_id]).unwrapped for _ in range(2)]
+@pytest.mark.parametrize(("family_id", "frame_skip"),
+                         [(f, None) for f in GYM_IDS] + [("HalfCheetahDir-v0", 1), ("AntVel-v0", 2)])
+def test_bit_exact_against_gymnasium(family_id: str, frame_skip: int | None) -> None:
+    """Also with `frame_skip` (the MAML paper's rllab time steps: 1 for the cheetah, 2 for the ant), against
+    Gymnasium's env made with the same frame_skip."""
+    family = metarl.make(family_id, **({} if frame_skip is None else {"frame_skip": frame_skip}))
+    assert family.frame_skip == (frame_skip or 5)
+    gym_kwargs = {} if frame_skip is None else {"frame_skip": frame_skip}
+    gym_envs = [gym.make(GYM_IDS[family_id], **gym_kwargs).unwrapped for _ in range(2)]
     gym_obs = [g.reset(seed=seed)[0] for seed, g in enumerate(gym_envs)]
     is_ant = family_id.startswith("Ant")
     if is_ant:  # start the second ant 0.4 m too high: unhealthy at first, so termination is exercised both ways
@@ -308,3 +313,9 @@ def test_point_nav_sampler_clips_actions_and_stops_at_the_goal() -> None:
     assert batch.done[0, 0].nonzero().flatten().tolist() == [2]
     assert batch.mask[0, 0].tolist() == [1.0] * 3 + [0.0] * (family.horizon - 3)
     assert batch.rew[0, 0, 3:].abs().sum() == 0 and batch.act[0, 0, 3:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_frame_skip_must_be_a_positive_integer(bad: object) -> None:
+    with pytest.raises(ValueError, match="frame_skip must be an integer >= 1"):
+        metarl.make("HalfCheetahVel-v0", frame_skip=bad)
