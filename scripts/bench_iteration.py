@@ -10,6 +10,11 @@ iteration); the load average beside them, since these 2-core boxes are shared.
     python scripts/bench_iteration.py                          # HalfCheetahVel-v0 (about 3 minutes idle)
     python scripts/bench_iteration.py --family AntVel-v0
     python scripts/bench_iteration.py --iterations 3 --skip-exact
+    python scripts/bench_iteration.py --frame-skip 5               # Gymnasium's 0.05 s step instead of the paper's
+
+The paper presets step the physics as the paper's rllab envs did (HalfCheetah 0.01 s: `frame_skip` 1; Ant 0.02 s:
+2); `--frame-skip` overrides it (5: Gymnasium's v5 step, five times the cheetah's physics per env step, on which
+the targets below were first set).
 
 The last line is one JSON object with `seconds_per_iteration`, `sample_s`, `update_s`, `update_over_sample`,
 `peak_rss_mb`, `load_avg` (shipped preset) and the same with an `_exact` suffix. Targets (HalfCheetahVel, idle 2-core
@@ -111,6 +116,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for the update (0: automatic, as training: metarl/threads.py)")
     parser.add_argument("--skip-exact", action="store_true", help="time only the preset as it ships")
+    parser.add_argument("--frame-skip", type=int, default=None,
+                        help="physics substeps per env step (default: the preset's, the paper's time step)")
     parser.add_argument("--compare-threads", action="store_true",
                         help="instead: the shipped preset with automatic, 1 and 2 torch threads, idle and next to a "
                              "CPU-bound process this script starts; is the default within 10%% of the best?")
@@ -121,6 +128,9 @@ def main() -> None:
 
     preset = paper_preset(args.family)
     shipped = apply_overrides(MAMLConfig(), {**PRESETS[preset], "run.seed": args.seed, "run.threads": args.threads})
+    if args.frame_skip is not None:
+        shipped = replace(shipped, run=replace(shipped.run, family_kwargs={**shipped.run.family_kwargs,
+                                                                           "frame_skip": args.frame_skip}))
     runners = {"": Runner(shipped)}
     if not args.skip_exact:
         runners["_exact"] = Runner(replace(shipped, curvature_subsample=1))
@@ -135,6 +145,7 @@ def main() -> None:
                   flush=True)
     result: dict[str, object] = {"family": args.family, "preset": preset, "iterations": args.iterations,
                                  "warmup": args.warmup, "sim_threads": default_nthread(),
+                                 "frame_skip": runners[""].session.family.frame_skip,
                                  "curvature_subsample": shipped.curvature_subsample,
                                  "kl_rescale": shipped.trpo.kl_rescale}
     for suffix, runner in runners.items():
