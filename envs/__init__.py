@@ -1,8 +1,10 @@
 """The built-in task families. Every built-in registration is in this one file (the analytic toy MDP in toy_mdp.py
 is opt-in: `register_toy()`).
 
-Defaults reproduce the MAML paper (Finn et al. 2017; cbfinn/maml_rl): horizon 200 for locomotion, 100 for navigation.
-Bounds and horizon are kwargs: e.g. `make("HalfCheetahVel-v0", high=3.0, horizon=100)` is the ProMP/PEARL preset.
+Task distributions, rewards and horizons reproduce the MAML paper (Finn et al. 2017; cbfinn/maml_rl): horizon 200 for
+locomotion, 100 for navigation. The walkers' physics follow Gymnasium's v5 envs, 0.05 s per env step; the paper's rllab
+envs stepped 0.01 s (cheetah) and 0.02 s (ant), which the `maml2017-*` presets set with `frame_skip`. Bounds, horizon
+and frame_skip are kwargs: e.g. `make("HalfCheetahVel-v0", high=3.0, horizon=100)` is the ProMP/PEARL preset.
 """
 
 from __future__ import annotations
