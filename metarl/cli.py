@@ -170,15 +170,23 @@ def parse_config(name: str, algo: Algorithm, args: list[str], prog: str) -> Any:
     if preset is not None and preset not in algo.presets:
         raise UserError(f"unknown preset {preset!r} for {name}; presets: {', '.join(algo.presets)}")
     base = apply_overrides(algo.config_type(), {**(algo.presets[preset] if preset else {}), **algo.defaults})
+    # A preset's family kwargs (the paper presets' frame_skip) are merged under the flag's, key by key: handed to tyro
+    # as the default, a dict would become a struct of fixed keys (`--run.family-kwargs horizon 100` refused).
+    preset_kwargs = dict(base.run.family_kwargs)
+    base = dataclasses.replace(base, run=dataclasses.replace(base.run, family_kwargs={}))
     from metarl.resume import RESUME_FLAGS
 
     description = (f"{algo.summary}.\n\n"
-                   f"--preset NAME    start from a preset, then flags override it: {', '.join(algo.presets)}\n"
+                   f"--preset NAME    start from a preset, then flags override it: {', '.join(algo.presets)} "
+                   "(--run.family-kwargs overrides a preset's family kwargs key by key)\n"
                    f"--resume RUN_DIR continue a run with its saved config (only {', '.join(RESUME_FLAGS)} may be "
                    "given with it: e.g. extend a finished run with --run.iterations N)\n"
                    f"{IMPORT_HELP}")
     try:
         cfg = tyro.cli(algo.config_type, default=base, args=args, prog=prog, description=description)
+        if preset_kwargs:
+            kwargs = {**preset_kwargs, **cfg.run.family_kwargs}
+            cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, family_kwargs=kwargs))
         check_finite(cfg)
     except ValueError as err:  # a config invariant (__post_init__) rejected a flag value
         raise UserError(str(err)) from None

@@ -8,7 +8,9 @@ check PointNav against positions and distances written out by hand.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -319,3 +321,45 @@ def test_point_nav_sampler_clips_actions_and_stops_at_the_goal() -> None:
 def test_frame_skip_must_be_a_positive_integer(bad: object) -> None:
     with pytest.raises(ValueError, match="frame_skip must be an integer >= 1"):
         metarl.make("HalfCheetahVel-v0", frame_skip=bad)
+
+
+@pytest.mark.parametrize(("preset", "dt"), [("maml2017-cheetah-vel", 0.01), ("maml2017-cheetah-dir", 0.01),
+                                            ("maml2017-ant-vel", 0.02), ("maml2017-ant-dir", 0.02)])
+def test_paper_presets_step_as_the_papers_rllab_envs(preset: str, dt: float) -> None:
+    """rllab's half_cheetah.xml sets no frame_skip (one 0.01 s step per env step); its ant.xml one 0.02 s step."""
+    from metarl.algos.maml import PRESETS, MAMLConfig
+    from metarl.config import apply_overrides
+
+    cfg = apply_overrides(MAMLConfig(), PRESETS[preset])
+    family = metarl.make(cfg.family, **cfg.run.family_kwargs)
+    assert family.frame_skip * float(family.model.opt.timestep) == pytest.approx(dt)
+    assert metarl.make(cfg.family).frame_skip == 5  # the family itself keeps Gymnasium's step
+
+
+def test_a_preset_time_step_is_stored_with_the_run(tmp_path: Path) -> None:
+    """family.json keeps the preset's frame_skip, so a resumed or evaluated run steps as it trained (and runs made
+    before the presets set it keep Gymnasium's)."""
+    from metarl.cli import main
+
+    argv = ["train", "maml", "--preset", "maml2017-cheetah-dir", "--meta-batch-size", "2", "--episodes-per-task", "5",
+            "--policy.hidden", "8", "8", "--run.iterations", "1", "--run.runs-dir", str(tmp_path),
+            "--run.no-tensorboard", "--run.family-kwargs", "horizon", "10", "--run.validation-tasks", "2"]
+    assert main(argv) == 0
+    (run_dir,) = tmp_path.glob("*")
+    spec = json.loads((run_dir / "family.json").read_text())
+    assert spec["kwargs"]["frame_skip"] == 1
+
+
+def test_family_kwargs_flags_merge_with_a_presets() -> None:
+    """`--run.family-kwargs K V` overrides the preset's family kwargs key by key (the preset's frame_skip stays unless
+    named), so adding a horizon does not silently drop the paper's time step."""
+    from metarl.algos import ALGORITHMS
+    from metarl.cli import parse_config
+
+    def kwargs(*flags: str) -> dict[str, float]:
+        argv = ["--preset", "maml2017-cheetah-vel", *flags]
+        return parse_config("maml", ALGORITHMS["maml"], argv, "t").run.family_kwargs
+
+    assert kwargs() == {"frame_skip": 1}
+    assert kwargs("--run.family-kwargs", "horizon", "100") == {"frame_skip": 1, "horizon": 100.0}
+    assert kwargs("--run.family-kwargs", "frame_skip", "5") == {"frame_skip": 5.0}
