@@ -46,10 +46,9 @@ class OracleFamily(TaskFamily):
     flattened): the oracle policy knows the task and needs no adaptation. Tasks, actions, rewards and horizon are
     the base family's, so the oracle is evaluated on exactly the same test tasks."""
 
-    def __init__(self, spec: FamilySpec, base: str, base_kwargs: dict[str, Any], **kwargs: Any) -> None:
-        """`kwargs` (a run's `--run.family-kwargs`, e.g. a preset's `frame_skip`) go to the base family."""
+    def __init__(self, spec: FamilySpec, base: str, base_kwargs: dict[str, Any]) -> None:
         super().__init__(spec)
-        self.base = registry.make(base, horizon=spec.horizon, **{**base_kwargs, **kwargs})
+        self.base = registry.make(base, horizon=spec.horizon, **base_kwargs)
         self.Tasks = self.base.Tasks  # type: ignore[misc]
         probe = self.base.sample_tasks(1, torch.Generator().manual_seed(0))
         self.obs_dim = self.base.obs_dim + int(task_features(probe).shape[-1])
