@@ -19,9 +19,12 @@ import torch
 from torch import Tensor, nn
 
 import metarl
+from metarl.algos.maml import inner_step
+from metarl.estimators import TaskData
 from metarl.family import StepResult, TaskFamily
-from metarl.policies import PolicyOutput
+from metarl.policies import Params, PolicyOutput
 from metarl.registry import FamilySpec
+from metarl.trpo import flatten, unflatten
 
 C = 0.5
 GOALS = (-1.0, 0.0, 1.0, 2.0)
@@ -96,6 +99,19 @@ def register_toy() -> None:
     if TOY_ID not in {s.id for s in metarl.registered()}:
         metarl.register(FamilySpec(id=TOY_ID, entry_point="metarl.envs.toy_mdp:ToyMDP", horizon=2,
                                    tasks="goal ∈ {−1, 0, 1, 2}", reference="notes/metagrad.md §3"))
+
+
+def inner_step_jacobians(policy: nn.Module, params: Params, data: TaskData, alpha: float, estimator: str,
+                         dice_lambda: float = 1.0) -> Tensor:
+    """dθ′/dθ of one inner step (metarl's `inner_step`) for every task row of `data`, [T, P, P] at θ = `params`.
+
+    Forward mode: P tangents, not T·P cotangents (T is thousands of independent batches in the exact tests)."""
+
+    def step(theta: Tensor) -> Tensor:
+        adapted = inner_step(policy, unflatten(theta, params), data, alpha, estimator, dice_lambda)
+        return torch.cat([v.reshape(v.shape[0], -1) for v in adapted.values()], dim=1)
+
+    return torch.func.jacfwd(step)(flatten(params))
 
 
 # ----------------------------------------------------------------------------------------------- closed forms

@@ -32,14 +32,14 @@ from dataclasses import fields, replace
 import torch
 
 import metarl
-from metarl.algos.maml import PRESETS, MAMLConfig, collect, inner_step, meta_gradient, train
+from metarl.algos.maml import PRESETS, MAMLConfig, collect, meta_gradient, train
 from metarl.config import apply_overrides
 from metarl.envs import toy_mdp
 from metarl.estimators import prepare
 from metarl.policies import params_of
 from metarl.sampler import Sampler
 from metarl.training import start
-from metarl.trpo import flatten, unflatten
+from metarl.trpo import flatten
 
 UNBIASED = {"dice": True, "dice_cv": True, "emaml": True, "lvc": False, "naive": False}
 """Formulation I/II unbiasedness as tests/test_metagrad.py establishes it (dice and dice_cv at λ = 1; emaml for
@@ -55,35 +55,26 @@ def estimators(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     return out
 
 
-def toy_jacobians(estimator: str, dice_lambda: float, batches: int, episodes: int, seed: int) -> torch.Tensor:
-    """dθ′/dθ of one inner step on the toy MDP, [batches, 3, 3], each batch `episodes` fresh episodes of one task at
-    θ = (μ0, μ1, log σ) = (0.3, −0.2, log 0.7), α = 0.1; raw returns (γ = 1, no baseline, no normalisation)."""
-    toy_mdp.register_toy()
-    family = metarl.make(toy_mdp.TOY_ID)
-    policy = toy_mdp.OpenLoopGaussian((0.3, -0.2), math.log(0.7))
-    params = params_of(policy)
-    generator = torch.Generator().manual_seed(seed)  # the same episodes for every estimator
-    batch = Sampler(family).sample(policy, params, family.sample_tasks(batches, generator), episodes, generator)
-    data = prepare(batch, gamma=1.0, baseline="none", normalize=False)  # one task row per batch
-
-    def step(theta: torch.Tensor) -> torch.Tensor:
-        adapted = inner_step(policy, unflatten(theta, params), data, TOY_ALPHA, estimator, dice_lambda)
-        return torch.cat([v.reshape(batches, -1) for v in adapted.values()], dim=1)
-
-    return torch.func.jacfwd(step)(flatten(params))
-
-
 TOY_ALPHA = 0.1
 
 
 def toy_table(variants: dict[str, dict[str, object]], batches: int, episodes: int, seed: int) -> dict[str, dict]:
-    """Per estimator on the toy MDP: total variance of one batch's Jacobian, MSE against I + α∇²V/H, bias in SE."""
-    theta = torch.tensor([0.3, -0.2, math.log(0.7)], dtype=torch.float64)
+    """Per estimator on the toy MDP: total variance of one batch's inner-step Jacobian, MSE against I + α∇²V/H, bias
+    in SE. Every estimator differentiates the same `batches` × `episodes` episodes (one task row per batch) at
+    θ = (μ0, μ1, log σ) = (0.3, −0.2, log 0.7), α = 0.1, raw returns (γ = 1, no baseline, no normalisation)."""
+    toy_mdp.register_toy()
+    family = metarl.make(toy_mdp.TOY_ID)
+    policy = toy_mdp.OpenLoopGaussian((0.3, -0.2), math.log(0.7))
+    params = params_of(policy)
+    generator = torch.Generator().manual_seed(seed)
+    batch = Sampler(family).sample(policy, params, family.sample_tasks(batches, generator), episodes, generator)
+    data = prepare(batch, gamma=1.0, baseline="none", normalize=False)
+    theta = flatten(params)
     exact = torch.eye(3, dtype=torch.float64) + TOY_ALPHA * toy_mdp.hess_value(theta, 0.0) / 2  # H = 2; ∇²V ∌ goal
     table = {}
     for name, variant in variants.items():
-        jac = toy_jacobians(str(variant["estimator"]), float(variant.get("dice_lambda", 1.0)), batches, episodes,
-                            seed).flatten(1)
+        jac = toy_mdp.inner_step_jacobians(policy, params, data, TOY_ALPHA, str(variant["estimator"]),
+                                           float(variant.get("dice_lambda", 1.0))).flatten(1)
         err = jac - exact.flatten()
         variance = float(jac.var(0).sum())
         table[name] = {"total_variance": variance, "mse": float(err.square().mean(0).sum()),

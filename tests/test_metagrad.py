@@ -23,7 +23,6 @@ from metarl.algos.maml import (
     adapt,
     collect,
     index_rollouts,
-    inner_step,
     kl_curvature,
     meta_gradient,
     meta_objective,
@@ -36,6 +35,7 @@ from metarl.envs.toy_mdp import (
     OpenLoopGaussian,
     grad_value,
     hess_value,
+    inner_step_jacobians,
     j2_formulation_ii,
     register_toy,
     value,
@@ -85,16 +85,7 @@ def inner_jacobians(
     batch = Sampler(family).sample(policy, params, goal_tasks(goal, chunks), per_chunk,
                                    torch.Generator().manual_seed(int(goal * 10) + 7))
     data = prepare(batch, gamma=1.0, baseline="none", normalize=False)  # one "task" row per chunk
-
-    def step(theta: torch.Tensor) -> torch.Tensor:
-        return per_task_flat(inner_step(policy, unflatten(theta, params), data, ALPHA, estimator))
-
-    return jacfwd(step)(flatten(params))  # [chunks, 3, 3]; forward mode: 3 tangents, not 3·chunks cotangents
-
-
-def per_task_flat(params: dict) -> torch.Tensor:
-    """Stacked params [T, ...] -> [T, P]."""
-    return torch.cat([v.reshape(v.shape[0], -1) for v in params.values()], dim=1)
+    return inner_step_jacobians(policy, params, data, ALPHA, estimator)  # [chunks, 3, 3]
 
 
 # ----------------------------------------------------------------------------------------------- check A1
@@ -168,13 +159,10 @@ def baseline_jacobian_deviation(family: metarl.TaskFamily, goal: float, cross_fi
         raw = prepare(batch, gamma=1.0, baseline="linear", normalize=False)
         std = normalization_stats(raw.adv, raw.weight)[1] + 1e-8
     scale = (1.0 / std).mean((1, 2))  # c per chunk
-
-    def step(theta: torch.Tensor) -> torch.Tensor:
-        return per_task_flat(inner_step(policy, unflatten(theta, params), data, ALPHA, estimator))
-
     theta = torch.tensor([*MU, math.log(SIGMA)], dtype=torch.float64)
     closed = ALPHA * hess_value(theta, goal) / H
-    return jacfwd(step)(flatten(params)) - torch.eye(3, dtype=torch.float64) - scale[:, None, None] * closed
+    jac = inner_step_jacobians(policy, params, data, ALPHA, estimator)
+    return jac - torch.eye(3, dtype=torch.float64) - scale[:, None, None] * closed
 
 
 @pytest.mark.parametrize("estimator", ["dice", "dice_cv"])
