@@ -36,7 +36,7 @@ import tyro
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
-from metarl.config import SEED_RANGE, run_backend
+from metarl.config import SEED_RANGE
 from metarl.eval_outputs import (  # noqa: F401  (eval_csv, eval_table, EvalExistsError: re-exported)
     NAME_RE,
     EvalExistsError,
@@ -383,11 +383,9 @@ def eval_protocol(run: Any, args: EvalArgs, checkpoint: str) -> tuple[dict[str, 
 
 def eval_backend(cfg: Any, args: EvalArgs) -> str:
     """The backend string (`metarl.sim`) of the test rollouts: `--backend`/`--device`, each defaulting to the
-    run's own `run.backend`/`run.device` (a run from before backends existed: cpu). Raises `BackendError`."""
-    if args.backend == "run" and args.device == "run":
-        return run_backend(cfg.run) if hasattr(cfg.run, "backend") else "cpu"
-    backend = getattr(cfg.run, "backend", "cpu") if args.backend == "run" else args.backend
-    device = getattr(cfg.run, "device", "cpu") if args.device == "run" else args.device
+    run's own `run.backend`/`run.device` (auto for a config written before they existed). Raises `BackendError`."""
+    backend = cfg.run.backend if args.backend == "run" else args.backend
+    device = cfg.run.device if args.device == "run" else args.device
     return resolve_backend(backend, device)
 
 

@@ -188,7 +188,8 @@ class MujocoFamily(TaskFamily):
         if reset_noise_scale < 0:
             raise ValueError(f"reset_noise_scale must be >= 0, got {reset_noise_scale}")
         if frame_skip is not None:  # family kwargs from the command line arrive as floats: 1.0 is 1
-            if isinstance(frame_skip, bool) or float(frame_skip) != int(frame_skip) or frame_skip < 1:
+            if (isinstance(frame_skip, bool) or not isinstance(frame_skip, (int, float))
+                    or not float(frame_skip).is_integer() or frame_skip < 1):
                 raise ValueError(f"frame_skip must be an integer >= 1, got {frame_skip!r}")
             self.frame_skip = int(frame_skip)
         self.reset_noise_scale = reset_noise_scale

@@ -317,7 +317,7 @@ def test_point_nav_sampler_clips_actions_and_stops_at_the_goal() -> None:
     assert batch.rew[0, 0, 3:].abs().sum() == 0 and batch.act[0, 0, 3:].abs().sum() == 0
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, float("inf"), "2"])
 def test_frame_skip_must_be_a_positive_integer(bad: object) -> None:
     with pytest.raises(ValueError, match="frame_skip must be an integer >= 1"):
         metarl.make("HalfCheetahVel-v0", frame_skip=bad)
