@@ -55,14 +55,14 @@ def contenders(family: str, seed: int) -> dict[str, tuple[str, Any]]:
     """name -> (algorithm, config)."""
     base = {**maml_preset(family), "family": family, "run.seed": seed}
     policy = {k: v for k, v in base.items() if k.startswith("policy.")}
+    # every contender on the same physics: the MAML paper presets step the MuJoCo families as rllab did
+    env = {"family": family, "run.seed": seed, "run.family_kwargs": dict(base.get("run.family_kwargs", {}))}
     return {
         "MAML (lvc, default)": ("maml", apply_overrides(maml.MAMLConfig(), {**base, "estimator": "lvc"})),
         "MAML (dice, unbiased)": ("maml", apply_overrides(maml.MAMLConfig(), {**base, "estimator": "dice"})),
         "FOMAML": ("fomaml", apply_overrides(maml.MAMLConfig(), {**base, **maml.FOMAML})),
-        "Reptile": ("reptile", apply_overrides(ALGORITHMS["reptile"].config_type(),
-                                               {"family": family, "run.seed": seed, **policy})),
-        "ES-MAML": ("es-maml", apply_overrides(ALGORITHMS["es-maml"].config_type(),
-                                               {"family": family, "run.seed": seed})),
+        "Reptile": ("reptile", apply_overrides(ALGORITHMS["reptile"].config_type(), {**env, **policy})),
+        "ES-MAML": ("es-maml", apply_overrides(ALGORITHMS["es-maml"].config_type(), env)),
     }
 
 

@@ -1,0 +1,43 @@
+"""scripts/compare_algorithms.py: every contender runs on the same physics, and a tiny budget runs end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("compare_algorithms", ROOT / "scripts/compare_algorithms.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_contender_steps_the_paper_presets_physics() -> None:
+    # the MAML paper preset steps the cheetah as rllab did (frame_skip 1); Reptile and ES-MAML once ran on the
+    # family's default (Gymnasium's 5) next to it, so their curves measured a different task
+    runs = _script().contenders("HalfCheetahVel-v0", seed=3)
+    assert set(runs) == {"MAML (lvc, default)", "MAML (dice, unbiased)", "FOMAML", "Reptile", "ES-MAML"}
+    for name, (_, cfg) in runs.items():
+        assert cfg.family == "HalfCheetahVel-v0", name
+        assert cfg.run.family_kwargs == {"frame_skip": 1}, name
+        assert cfg.run.seed == 3, name
+    point = _script().contenders("PointNav-v0", seed=0)
+    assert all(cfg.run.family_kwargs == {} for _, cfg in point.values())
+
+
+def test_a_tiny_budget_writes_one_curve_per_contender(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "scripts/compare_algorithms.py", "PointNav-v0", "--budget", "100000", "--points",
+                    "2", "--tasks", "2", "--only", "FOMAML,Reptile", "--out", str(tmp_path)],
+                   cwd=ROOT, check=True, capture_output=True, text=True)
+    result = json.loads((tmp_path / "algorithms-PointNav-v0.json").read_text())
+    assert set(result["curves"]) == {"FOMAML", "Reptile"}
+    for curve in result["curves"].values():
+        assert len(curve["env_steps"]) == 2 and curve["env_steps"][-1] >= 100000
+        assert all(isinstance(r, float) for r in curve["return_post"])
+    assert (tmp_path / "algorithms-PointNav-v0.png").stat().st_size > 0
