@@ -131,8 +131,9 @@ def main() -> None:
     runs = contenders(args.family, args.seed)
     if args.only:
         runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
-    result: dict[str, Any] = {"family": args.family, "budget": args.budget, "steps": args.steps, "tasks": args.tasks,
-                              "seed": args.seed, "curves": {}}
+    family_kwargs = next(iter(runs.values()))[1].run.family_kwargs  # the same for every contender
+    result: dict[str, Any] = {"family": args.family, "family_kwargs": family_kwargs, "budget": args.budget,
+                              "steps": args.steps, "tasks": args.tasks, "seed": args.seed, "curves": {}}
     for name, (algo_name, cfg) in runs.items():
         print(name, flush=True)
         result["curves"][name] = curve(algo_name, cfg, args.budget, args.points, args.tasks, args.steps, args.seed)

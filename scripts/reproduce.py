@@ -229,9 +229,16 @@ def comparison_section(r: dict[str, Any]) -> list[str]:
              "| algorithm | environment steps | before | after |", "|---|---|---|---|"]
     for name, c in r["curves"].items():  # (wall times are in the JSON; the runs shared the machine with others)
         lines.append(f"| {name} | {c['env_steps'][-1]:,} | {fmt(c['return_pre'][-1])} | {fmt(c['return_post'][-1])} |")
+    physics = r.get("family_kwargs") or {}
+    if physics:  # e.g. the MAML paper's time step, which the family's own default does not take
+        lines += ["", f"- Every algorithm on the family made with {fmt_kwargs(physics)}."]
     return [*lines, "", f"- Command: `python scripts/compare_algorithms.py {r['family']} --budget {r['budget']} "
             f"--points {len(next(iter(r['curves'].values()))['env_steps'])} --tasks {r['tasks']} --steps {r['steps']} "
             f"--seed {r['seed']}`", ""]
+
+
+def fmt_kwargs(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"`{k}={v!r}`" for k, v in sorted(kwargs.items()))
 
 
 def paper_rows(paper: dict[str, Any], steps: int) -> list[str]:

@@ -11,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("compare_algorithms", ROOT / "scripts/compare_algorithms.py")
+def _script(name: str = "compare_algorithms"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"scripts/{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -36,8 +36,19 @@ def test_a_tiny_budget_writes_one_curve_per_contender(tmp_path: Path) -> None:
                     "2", "--tasks", "2", "--only", "FOMAML,Reptile", "--out", str(tmp_path)],
                    cwd=ROOT, check=True, capture_output=True, text=True)
     result = json.loads((tmp_path / "algorithms-PointNav-v0.json").read_text())
-    assert set(result["curves"]) == {"FOMAML", "Reptile"}
+    assert set(result["curves"]) == {"FOMAML", "Reptile"} and result["family_kwargs"] == {}
     for curve in result["curves"].values():
         assert len(curve["env_steps"]) == 2 and curve["env_steps"][-1] >= 100000
         assert all(isinstance(r, float) for r in curve["return_post"])
     assert (tmp_path / "algorithms-PointNav-v0.png").stat().st_size > 0
+
+
+def test_results_md_names_the_physics_of_a_comparison() -> None:
+    curve = {"env_steps": [10, 20], "return_pre": [-3.0, -2.0], "return_post": [-2.0, -1.0], "iteration": [1, 2]}
+    result = {"family": "HalfCheetahVel-v0", "budget": 20, "steps": 1, "tasks": 2, "seed": 0,
+              "curves": {"FOMAML": curve}}
+    render = _script("reproduce").comparison_section
+    assert not any("family made with" in line for line in render(result))
+    lines = render({**result, "family_kwargs": {"frame_skip": 1}})
+    assert "- Every algorithm on the family made with `frame_skip=1`." in lines
+    assert "| FOMAML | 20 | -2.0 | -1.0 |" in lines
