@@ -5,13 +5,14 @@ PointNav-v0 (pytorch-maml-rl's configuration, the preset as it ships): each (est
 JSON line is kept in `--logs` as `pointnav_<estimator>_s<seed>.json`, so an interrupted study resumes where it stopped
 and runs made elsewhere (e.g. in parallel, pinned to a core) are reused. HalfCheetahVel-v0 (the MAML paper's preset):
 training runs named with `--cheetah ESTIMATOR=RUN_DIR`, compared at the same iteration (`--cheetah-iterations`) by the
-mean post-adaptation return of their last 10 training iterations.
+mean post-adaptation return of their last 10 training iterations; runs on different physics (family kwargs,
+e.g. the time step) or with another estimator than their label are refused.
 
     python scripts/estimator_study.py --estimators dice,lvc --seeds 0,1,2,3,4
     python scripts/estimator_study.py --no-run --cheetah lvc=runs/HalfCheetahVel-v0__maml__0__<time>
 
 The JSON: {"PointNav-v0": {"<estimator>": {"post_mean", "post_sd", "seeds", "per_seed"}}, "HalfCheetahVel-v0":
-{...}, "default": "<estimator>"}; the last line printed is the same object.
+{"<estimator>": {..., "iterations", "family_kwargs"}}, "default": "<estimator>"}; the last line printed is the same object.
 """
 
 from __future__ import annotations
@@ -56,6 +57,31 @@ def cheetah_result(run_dir: Path, iterations: int) -> float:
     return statistics.mean(r[post[-1]] for r in records[-10:])
 
 
+def cheetah_study(entries: list[str], iterations: int) -> dict[str, dict[str, object]]:
+    """`ESTIMATOR=RUN_DIR` entries -> {estimator: summary at `iterations`, with the runs' family kwargs}.
+
+    Refuses (SystemExit) a run whose config names another estimator than its label, two runs of one estimator with the
+    same seed, and runs made on different physics (e.g. the paper's time step next to Gymnasium's): their returns are
+    not comparable."""
+    cheetah: dict[str, dict[int, float]] = {}
+    physics: dict[str, object] | None = None
+    for entry in entries:
+        estimator, _, run_dir = entry.partition("=")
+        config = json.loads((Path(run_dir) / "config.json").read_text())
+        config = config.get("config", config)
+        if config.get("estimator") != estimator:
+            raise SystemExit(f"{run_dir} trained with estimator {config.get('estimator')!r}, labelled {estimator!r}")
+        kwargs = config["run"].get("family_kwargs") or {}
+        if physics is not None and kwargs != physics:
+            raise SystemExit(f"{run_dir} ran with family kwargs {kwargs}, the study's other runs with {physics}")
+        physics = kwargs
+        seed = int(config["run"]["seed"])
+        if seed in cheetah.setdefault(estimator, {}):
+            raise SystemExit(f"two {estimator} runs with seed {seed}")
+        cheetah[estimator][seed] = cheetah_result(Path(run_dir), iterations)
+    return {k: {**summary(v), "iterations": iterations, "family_kwargs": physics} for k, v in cheetah.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--estimators", default="dice,lvc")
@@ -81,13 +107,7 @@ def main() -> None:
         if values:
             pointnav[estimator] = summary(values)
     study["PointNav-v0"] = pointnav
-    cheetah: dict[str, dict[int, float]] = {}
-    for entry in args.cheetah:
-        estimator, _, run_dir = entry.partition("=")
-        config = json.loads((Path(run_dir) / "config.json").read_text())
-        seed = int(config.get("config", config)["run"]["seed"])
-        cheetah.setdefault(estimator, {})[seed] = cheetah_result(Path(run_dir), args.cheetah_iterations)
-    study["HalfCheetahVel-v0"] = {k: {**summary(v), "iterations": args.cheetah_iterations} for k, v in cheetah.items()}
+    study["HalfCheetahVel-v0"] = cheetah_study(args.cheetah, args.cheetah_iterations)
     study["default"] = next(f.default for f in fields(MAMLConfig) if f.name == "estimator")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(study, indent=1) + "\n")
