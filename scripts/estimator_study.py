@@ -12,7 +12,8 @@ e.g. the time step) or with another estimator than their label are refused.
     python scripts/estimator_study.py --no-run --cheetah lvc=runs/HalfCheetahVel-v0__maml__0__<time>
 
 The JSON: {"PointNav-v0": {"<estimator>": {"post_mean", "post_sd", "seeds", "per_seed"}}, "HalfCheetahVel-v0":
-{"<estimator>": {..., "iterations", "family_kwargs"}}, "default": "<estimator>"}; the last line printed is the same object.
+{"<estimator>": {..., "iterations", "family_kwargs"}}, "default": "<estimator>"}; the last line printed is the same
+object.
 """
 
 from __future__ import annotations
