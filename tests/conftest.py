@@ -1,8 +1,11 @@
-"""Shared fixtures: an RNG-leak guard, GPU skipping, and an explicit generator."""
+"""Shared fixtures: an RNG-leak guard, GPU skipping, an explicit generator, and scripts/ loaded as modules."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib.util
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -47,3 +50,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def generator() -> torch.Generator:
     """A fresh CPU generator with a fixed seed: the only randomness a test should hand to the library."""
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def load_script() -> Callable[[str], ModuleType]:
+    """name -> scripts/<name>.py imported as a module (scripts/ is not a package), for testing its functions."""
+
+    def load(name: str) -> ModuleType:
+        path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

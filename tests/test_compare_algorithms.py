@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,23 +10,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _script(name: str = "compare_algorithms"):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"scripts/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_every_contender_steps_the_paper_presets_physics() -> None:
+def test_every_contender_steps_the_paper_presets_physics(load_script) -> None:
     # the MAML paper preset steps the cheetah as rllab did (frame_skip 1); Reptile and ES-MAML once ran on the
     # family's default (Gymnasium's 5) next to it, so their curves measured a different task
-    runs = _script().contenders("HalfCheetahVel-v0", seed=3)
+    contenders = load_script("compare_algorithms").contenders
+    runs = contenders("HalfCheetahVel-v0", seed=3)
     assert set(runs) == {"MAML (lvc, default)", "MAML (dice, unbiased)", "FOMAML", "Reptile", "ES-MAML"}
     for name, (_, cfg) in runs.items():
         assert cfg.family == "HalfCheetahVel-v0", name
         assert cfg.run.family_kwargs == {"frame_skip": 1}, name
         assert cfg.run.seed == 3, name
-    point = _script().contenders("PointNav-v0", seed=0)
+    point = contenders("PointNav-v0", seed=0)
     assert all(cfg.run.family_kwargs == {} for _, cfg in point.values())
 
 
@@ -43,11 +36,11 @@ def test_a_tiny_budget_writes_one_curve_per_contender(tmp_path: Path) -> None:
     assert (tmp_path / "algorithms-PointNav-v0.png").stat().st_size > 0
 
 
-def test_results_md_names_the_physics_of_a_comparison() -> None:
+def test_results_md_names_the_physics_of_a_comparison(load_script) -> None:
     curve = {"env_steps": [10, 20], "return_pre": [-3.0, -2.0], "return_post": [-2.0, -1.0], "iteration": [1, 2]}
     result = {"family": "HalfCheetahVel-v0", "budget": 20, "steps": 1, "tasks": 2, "seed": 0,
               "curves": {"FOMAML": curve}}
-    render = _script("reproduce").comparison_section
+    render = load_script("reproduce").comparison_section
     assert not any("family made with" in line for line in render(result))
     lines = render({**result, "family_kwargs": {"frame_skip": 1}})
     assert "- Every algorithm on the family made with `frame_skip=1`." in lines

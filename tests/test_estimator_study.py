@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _study():
-    spec = importlib.util.spec_from_file_location("estimator_study", ROOT / "scripts/estimator_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.cheetah_study
 
 
 def _run(root: Path, name: str, estimator: str, seed: int, post: list[float], kwargs: dict | None = None) -> str:
@@ -28,12 +18,12 @@ def _run(root: Path, name: str, estimator: str, seed: int, post: list[float], kw
     return f"{estimator}={run}"
 
 
-def test_the_mean_of_the_last_ten_of_the_first_n_iterations(tmp_path: Path) -> None:
+def test_the_mean_of_the_last_ten_of_the_first_n_iterations(tmp_path: Path, load_script) -> None:
     fs1 = {"frame_skip": 1}
     entries = [_run(tmp_path, "a", "lvc", 0, list(range(30)), fs1),
                _run(tmp_path, "b", "lvc", 1, [2.0] * 20 + [100.0] * 5, fs1),
                _run(tmp_path, "c", "dice", 0, [-1.0] * 20, fs1)]
-    study = _study()(entries, 20)
+    study = load_script("estimator_study").cheetah_study(entries, 20)
     assert study["lvc"]["per_seed"] == {"0": 14.5, "1": 2.0}  # mean of 10..19; seed 1's later iterations ignored
     assert study["lvc"]["post_mean"] == pytest.approx(8.25) and study["lvc"]["seeds"] == [0, 1]
     assert study["dice"]["post_sd"] is None and study["dice"]["family_kwargs"] == fs1
@@ -41,7 +31,7 @@ def test_the_mean_of_the_last_ten_of_the_first_n_iterations(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("problem", ["label", "physics", "seed", "short"])
-def test_runs_that_do_not_compare_are_refused(tmp_path: Path, problem: str) -> None:
+def test_runs_that_do_not_compare_are_refused(tmp_path: Path, problem: str, load_script) -> None:
     entries = [_run(tmp_path, "a", "lvc", 0, [1.0] * 20, {"frame_skip": 1})]
     if problem == "label":
         entries.append(_run(tmp_path, "b", "dice", 1, [1.0] * 20, {"frame_skip": 1}).replace("dice=", "dice_cv="))
@@ -52,4 +42,4 @@ def test_runs_that_do_not_compare_are_refused(tmp_path: Path, problem: str) -> N
     else:
         entries.append(_run(tmp_path, "b", "dice", 0, [1.0] * 19, {"frame_skip": 1}))
     with pytest.raises(SystemExit):
-        _study()(entries, 20)
+        load_script("estimator_study").cheetah_study(entries, 20)

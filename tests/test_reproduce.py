@@ -35,15 +35,10 @@ def test_reproduce_writes_the_schema_and_regenerates_the_markdown(tmp_path: Path
     assert "| MAML paper | -40.4 | -11.7 | -3.3 |" in text and "| maml (ours) |" in text
 
 
-def test_the_published_results_name_every_paper_family_with_its_numbers() -> None:
+def test_the_published_results_name_every_paper_family_with_its_numbers(load_script) -> None:
     """docs/results.md is regenerated from the JSONs byte for byte and names the 5 paper families with the paper's
     numbers (next to ours where a run is published)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts/reproduce.py")
-    assert spec is not None and spec.loader is not None
-    reproduce = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reproduce)
+    reproduce = load_script("reproduce")
     text = (ROOT / "docs/results.md").read_text()
     assert text == reproduce.render_markdown(reproduce.load_results(ROOT / "docs/results"))
     for family, paper in reproduce.PAPER.items():
