@@ -130,6 +130,9 @@ def main() -> None:
     args = parser.parse_args()
     runs = contenders(args.family, args.seed)
     if args.only:
+        unknown = set(args.only.split(",")) - set(runs)
+        if unknown:  # a typo would otherwise leave nothing to run (or silently drop a contender)
+            parser.error(f"--only: unknown contender(s) {sorted(unknown)}; choose from {list(runs)}")
         runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
     family_kwargs = next(iter(runs.values()))[1].run.family_kwargs  # the same for every contender
     result: dict[str, Any] = {"family": args.family, "family_kwargs": family_kwargs, "budget": args.budget,

@@ -45,3 +45,9 @@ def test_results_md_names_the_physics_of_a_comparison(load_script) -> None:
     lines = render({**result, "family_kwargs": {"frame_skip": 1}})
     assert "- Every algorithm on the family made with `frame_skip=1`." in lines
     assert "| FOMAML | 20 | -2.0 | -1.0 |" in lines
+
+
+def test_an_unknown_contender_is_a_clear_error() -> None:
+    out = subprocess.run([sys.executable, "scripts/compare_algorithms.py", "PointNav-v0", "--only", "FOMAML,Reptil"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown contender(s) ['Reptil']" in out.stderr
