@@ -13,6 +13,9 @@ best checkpoint (by validation return on held-out tasks, as the paper used its b
 `oracle` (the same with the task parameters observed: its step-0 return is the ceiling), `ppo` (Stable-Baselines3 PPO
 per test task with the same samples). Every method meets the same test tasks. A training run that exists already is
 reused with --from-run (and resumed to --iterations if it stopped short); baselines likewise with --baseline-run.
+Further seeds of the same training (`--seed-run DIR`, repeatable; the same config but `run.seed`) are evaluated on the
+same test tasks: MAML's row then averages each task's return over the seeds (mean ± SE over tasks) and the JSON keeps
+every seed's own means under `methods.maml.per_seed`.
 
 The JSON holds `family`, `paper` (the paper's numbers), `methods` → {name: {"mean": [step 0..k], "se": [...]}},
 `iterations`, `env_steps`, `wall_s`, `machine`, `commit`, `command`, `seeds`, and the training curve.
@@ -36,6 +39,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import torch
 
 from metarl import baselines, driver
 from metarl.algos.maml import PRESETS, MAMLConfig
@@ -106,17 +110,64 @@ def trained(algo: str, cfg: Any, existing: Path | None) -> Path:
     return existing
 
 
-def evaluated(run_dir: Path, args: argparse.Namespace, label: str) -> dict[str, Any]:
-    """The paper-protocol evaluation of `run_dir`: an earlier one of the same protocol and checkpoint is reused (a PPO
-    baseline's evaluation takes most of an hour on a MuJoCo family), else `metarl eval` runs."""
+def evaluation(run_dir: Path, args: argparse.Namespace, label: str) -> dict[str, Any]:
+    """The paper-protocol evaluation record of `run_dir` (`metarl eval`'s JSON): an earlier one of the same protocol
+    and checkpoint is reused (a PPO baseline's evaluation takes most of an hour on a MuJoCo family), else it runs."""
     record = earlier_evaluation(run_dir, args)
     if record is None:
         # `replace`: a re-run after further training publishes the newer evaluation (metarl eval refuses by default)
         record = evaluate_run(EvalArgs(run_dir, tasks=args.eval_tasks, steps=args.eval_steps, seed=args.seed,
                                        quiet=True, replace=True), label=label).record
+    return record
+
+
+def summarized(record: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A method's entry of the result JSON: mean and SE over tasks per adaptation step, and where they come from."""
     summary, protocol = record["summary"], record["protocol"]
     return {"mean": [s["mean"] for s in summary], "se": [s["se"] for s in summary], "run": str(run_dir),
             "iteration": protocol["iteration"], "checkpoint": protocol["checkpoint"]}
+
+
+def evaluated(run_dir: Path, args: argparse.Namespace, label: str) -> dict[str, Any]:
+    return summarized(evaluation(run_dir, args, label), run_dir)
+
+
+def over_seeds(records: list[dict[str, Any]], runs: list[Path], seeds: list[int]) -> dict[str, Any]:
+    """Several training seeds evaluated on the same test tasks, as one method's entry: each task's return averaged
+    over the seeds, then mean and SE over the tasks per step (the single-seed rows' statistic, so the rows compare);
+    every seed's own entry under `per_seed`, the spread of the seeds' means under `seed_sd`.
+
+    Args:
+        records: the seeds' evaluation records (`per_task`: [steps + 1][tasks] mean return per task).
+        runs, seeds: their run directories and training seeds, in the same order.
+    """
+    tasks = [r["tasks"] for r in records]
+    if any(t != tasks[0] for t in tasks[1:]):
+        raise SystemExit("the seeds' evaluations met different test tasks; evaluate them with the same --seed")
+    per_task = torch.tensor([r["per_task"] for r in records], dtype=torch.float64)  # [seeds, steps + 1, tasks]
+    task_means = per_task.mean(0)  # [steps + 1, tasks]
+    n_tasks = task_means.shape[-1]
+    se = task_means.std(-1) / n_tasks**0.5 if n_tasks > 1 else torch.full((task_means.shape[0],), float("nan"))
+    seed_means = per_task.mean(-1)  # [seeds, steps + 1]
+    seed_sd = seed_means.std(0) if len(records) > 1 else torch.full((seed_means.shape[1],), float("nan"))
+    first = summarized(records[0], runs[0])
+    return {**first, "mean": task_means.mean(-1).tolist(), "se": se.tolist(), "seed_sd": seed_sd.tolist(),
+            "per_seed": [{"seed": seed, **summarized(r, run)} for seed, r, run in zip(seeds, records, runs,
+                                                                                     strict=True)]}
+
+
+def same_training(primary: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    """The config keys on which two runs' trainings differ, beyond the seed and bookkeeping (`run.*` but the family
+    kwargs, which set the physics): a seed run must differ in nothing else."""
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in d.items():
+            out |= flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+        return out
+
+    a, b = flat(primary), flat(other)
+    kept = [k for k in sorted(set(a) | set(b)) if not k.startswith("run.") or k.startswith("run.family_kwargs")]
+    return [k for k in kept if a.get(k) != b.get(k)]
 
 
 def earlier_evaluation(run_dir: Path, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -188,9 +239,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(result["eval_steps"] + 1))
     ax.legend(fontsize=8)
     curve = result["training"]
-    ax2.plot(curve["env_steps"], curve["return_pre"], label="before adaptation")
+    ax2.plot(curve["env_steps"], curve["return_pre"], color="C0", label="before adaptation")
     if curve["return_post"]:
-        ax2.plot(curve["env_steps"], curve["return_post"], label="after adaptation")
+        ax2.plot(curve["env_steps"], curve["return_post"], color="C1", label="after adaptation")
+    for other in result.get("training_other_seeds") or []:  # further seeds: the same colours, thinner
+        ax2.plot(other["env_steps"], other["return_pre"], color="C0", lw=0.6, alpha=0.6)
+        if other["return_post"]:
+            ax2.plot(other["env_steps"], other["return_post"], color="C1", lw=0.6, alpha=0.6)
     ax2.set(xlabel="environment steps", ylabel="average return (training tasks)", title="training")
     ax2.legend(fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,8 +326,21 @@ def result_section(r: dict[str, Any]) -> list[str]:
               f"- Evaluation: {r['eval_tasks']} test tasks, checkpoint `{r['methods']['maml']['checkpoint']}` "
               f"(iteration {r['methods']['maml']['iteration']}).",
               f"- Command: `{r['command']}`"]
+    lines += seeds_lines(r["methods"]["maml"])
     lines += [f"- {note}" for note in r.get("notes") or []]
     return [*lines, ""]
+
+
+def seeds_lines(maml: dict[str, Any]) -> list[str]:
+    """With several seeds: each seed's own returns per step, and their spread (the table averages the seeds)."""
+    if "per_seed" not in maml:
+        return []
+    runs = "; ".join(f"seed {p['seed']}: " + " → ".join(fmt(m) for m in p["mean"]) + f" (iteration {p['iteration']})"
+                     for p in maml["per_seed"])
+    sd = ", ".join(fmt(v) for v in maml["seed_sd"])
+    return [f"- MAML over {len(maml['per_seed'])} seeds (the table averages each test task's return over them; the "
+            f"training line is seed {maml['per_seed'][0]['seed']}'s, the plot draws every seed): {runs}. SD of the "
+            f"seeds' means per step: {sd}."]
 
 
 def load_results(out: Path) -> list[dict[str, Any]]:
@@ -287,6 +355,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="meta-iterations (default: the preset's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--from-run", type=Path, default=None, help="evaluate this trained run instead of training")
+    parser.add_argument("--seed-run", action="append", type=Path, default=[], metavar="RUN_DIR",
+                        help="a further seed of the same training (repeatable): MAML's row averages over the seeds")
     parser.add_argument("--baselines", default=",".join(BASELINE_NAMES), help="comma-separated, or 'none'")
     parser.add_argument("--baseline-iterations", type=int, default=None,
                         help="iterations of the pretrained and oracle baselines (default: the MAML run's)")
@@ -321,7 +391,7 @@ def run(args: argparse.Namespace) -> None:
     cfg, state = opened.cfg, opened.payload["state"]
     curve = training_curve(run_dir)
     wall = sum(float(r.get("perf/sample_s", 0) + r.get("perf/update_s", 0)) for r in read_training(run_dir))
-    methods = {args.algo: evaluated(run_dir, args, args.algo)}
+    methods = {args.algo: maml_entry(run_dir, opened, args)}
     reuse = dict(pair.split("=", 1) for pair in args.baseline_run)
     names = [] if args.baselines == "none" else [n for n in args.baselines.split(",") if n]
     for name in names:
@@ -335,15 +405,42 @@ def run(args: argparse.Namespace) -> None:
     result = {
         "family": args.family, "paper": PAPER.get(args.family), "methods": methods, "algo": args.algo,
         "iterations": int(state["iteration"]), "env_steps": int(state.get("env_steps", 0)), "wall_s": wall,
-        "machine": machine(), "commit": commit(), "seeds": [args.seed], "eval_tasks": args.eval_tasks,
+        "machine": machine(), "commit": commit(), "eval_tasks": args.eval_tasks,
+        "seeds": [p["seed"] for p in methods["maml"]["per_seed"]] if "per_seed" in methods["maml"] else [cfg.run.seed],
         "eval_steps": args.eval_steps, "config": config_to_dict(cfg),
         "command": " ".join(["python", "scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])]),
-        "training": curve, "notes": args.note, "generated": time.strftime("%Y-%m-%d"),
+        "training": curve, "training_other_seeds": [training_curve(Path(p["run"]))
+                                                     for p in methods["maml"].get("per_seed", [])[1:]],
+        "notes": args.note, "generated": time.strftime("%Y-%m-%d"),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.family}.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(result, args.out / f"{args.family}.png")
     print(f"wrote {args.out / (args.family + '.json')} and .png")
+
+
+def maml_entry(run_dir: Path, primary: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The trained method's entry: one run's evaluation, or with --seed-run every seed's, combined (`over_seeds`).
+    A seed run must be the same training (`same_training`) to the same iteration, with a seed of its own."""
+    record = evaluation(run_dir, args, args.algo)
+    if not args.seed_run:
+        return summarized(record, run_dir)
+    iteration = primary.payload["state"]["iteration"]
+    runs, records, seeds = [run_dir], [record], [primary.cfg.run.seed]
+    for other in args.seed_run:
+        opened = driver.open_run(other)
+        differ = same_training(config_to_dict(primary.cfg), config_to_dict(opened.cfg))
+        if opened.algo != primary.algo or differ:
+            raise SystemExit(f"{other} is not another seed of {run_dir}: it differs in {differ or ['algo']}")
+        if opened.cfg.run.seed in seeds:
+            raise SystemExit(f"{other} repeats seed {opened.cfg.run.seed}")
+        if opened.payload["state"]["iteration"] != iteration:
+            raise SystemExit(f"{other} stopped at iteration {opened.payload['state']['iteration']}, {run_dir} at "
+                             f"{iteration}: train both to the same iteration (`metarl train --resume`)")
+        runs.append(other)
+        records.append(evaluation(other, args, args.algo))
+        seeds.append(opened.cfg.run.seed)
+    return over_seeds(records, runs, seeds)
 
 
 if __name__ == "__main__":

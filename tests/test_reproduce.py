@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,3 +47,65 @@ def test_the_published_results_name_every_paper_family_with_its_numbers(load_scr
         assert f"## {family}" in text
         assert "| MAML paper | " + " | ".join(reproduce.fmt(v) for v in paper["maml"]) in text
 
+
+
+def test_over_seeds_averages_each_task_over_the_seeds_then_takes_mean_and_se_over_tasks(load_script) -> None:
+    reproduce = load_script("reproduce")
+
+    def record(per_task: list[list[float]], seed: int) -> dict:
+        summary = [{"mean": sum(row) / len(row), "se": 0.0} for row in per_task]
+        return {"per_task": per_task, "summary": summary, "tasks": {"goal": [1.0, 2.0, 3.0]},
+                "protocol": {"iteration": 10, "checkpoint": "best.pt", "seed": seed}}
+
+    a = record([[1.0, 2.0, 3.0], [4.0, 6.0, 8.0]], 0)
+    b = record([[3.0, 2.0, 1.0], [6.0, 6.0, 6.0]], 0)
+    entry = reproduce.over_seeds([a, b], [Path("a"), Path("b")], [0, 1])
+    # task means over seeds: step 0 [2, 2, 2], step 1 [5, 6, 7]
+    assert entry["mean"] == [2.0, 6.0]
+    assert entry["se"][0] == 0.0 and abs(entry["se"][1] - 1.0 / 3**0.5) < 1e-12  # std([5, 6, 7]) = 1
+    assert [p["seed"] for p in entry["per_seed"]] == [0, 1] and entry["per_seed"][1]["mean"] == [2.0, 6.0]
+    assert entry["seed_sd"] == [0.0, 0.0]  # both seeds' means are 2 and 6
+    other_tasks = {**b, "tasks": {"goal": [1.0, 2.0, 4.0]}}
+    with pytest.raises(SystemExit, match="different test tasks"):
+        reproduce.over_seeds([a, other_tasks], [Path("a"), Path("b")], [0, 1])
+
+
+def test_same_training_ignores_seed_and_bookkeeping_but_not_physics_or_algorithm(load_script) -> None:
+    reproduce = load_script("reproduce")
+    base = {"estimator": "lvc", "trpo": {"max_kl": 0.01},
+            "run": {"seed": 0, "runs_dir": "a", "iterations": 100, "family_kwargs": {"frame_skip": 1}}}
+    seed = {**base, "run": {**base["run"], "seed": 1, "runs_dir": "b", "iterations": 500}}
+    assert reproduce.same_training(base, seed) == []
+    physics = {**base, "run": {**base["run"], "family_kwargs": {"frame_skip": 5}}}
+    assert reproduce.same_training(base, physics) == ["run.family_kwargs.frame_skip"]
+    assert reproduce.same_training(base, {**base, "estimator": "dice"}) == ["estimator"]
+    assert reproduce.same_training(base, {**base, "trpo": {"max_kl": 0.02}}) == ["trpo.max_kl"]
+
+
+def test_reproduce_combines_seed_runs_and_refuses_a_run_that_is_not_another_seed(tmp_path: Path) -> None:
+    out, markdown, runs = tmp_path / "results", tmp_path / "results.md", tmp_path / "runs"
+    tiny = ["--iterations", "2", "--eval-tasks", "3", "--set", "meta_batch_size=3", "--set", "episodes_per_task=2",
+            "--set", "curvature_subsample=1", "--baselines", "none", "--runs-dir", str(runs), "--out", str(out),
+            "--markdown", str(markdown)]
+
+    def reproduce(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "scripts/reproduce.py", "PointNav-v0", *tiny, *extra], cwd=ROOT,
+                              capture_output=True, text=True)
+
+    for seed in ("0", "1"):  # trains a run per seed
+        assert reproduce("--seed", seed).returncode == 0
+    by_seed = {json.loads((d / "config.json").read_text())["config"]["run"]["seed"]: d for d in runs.iterdir()}
+    seed0, seed1 = by_seed[0], by_seed[1]
+    done = reproduce("--from-run", str(seed0), "--seed-run", str(seed1))
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "PointNav-v0.json").read_text())
+    maml = result["methods"]["maml"]
+    assert result["seeds"] == [0, 1] and [p["seed"] for p in maml["per_seed"]] == [0, 1]
+    for step in range(4):  # 3 test tasks, the same for both seeds: the mean of the seeds' means
+        assert abs(maml["mean"][step] - sum(p["mean"][step] for p in maml["per_seed"]) / 2) < 1e-9
+    assert len(result["training_other_seeds"]) == 1
+    assert "MAML over 2 seeds" in markdown.read_text()
+    refused = reproduce("--from-run", str(seed0), "--seed-run", str(seed1), "--seed-run", str(seed1))
+    assert refused.returncode != 0 and "repeats seed 1" in refused.stderr
+    refused = reproduce("--from-run", str(seed0), "--seed-run", str(seed0))
+    assert refused.returncode != 0 and "repeats seed 0" in refused.stderr
