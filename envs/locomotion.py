@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
+import mujoco
 import torch
 from torch import Tensor
 
@@ -75,8 +76,22 @@ def control_cost(action: Tensor, weight: float) -> Tensor:
     return weight * action.square().sum(-1)
 
 
+RLLAB_QPOS_NOISE, RLLAB_QVEL_NOISE = 0.01, 0.1
+"""rllab's MujocoEnv reset: qpos0 + 0.01·N(0, 1), qvel0 + 0.1·N(0, 1)."""
+
+
 class CheetahFamily(MujocoFamily):
     """HalfCheetah (Gymnasium HalfCheetah-v5 model and observation: qpos[1:], qvel; 17-D obs, 6-D action).
+
+    With `rllab=True`, the env of the MAML paper's code instead (rllab's MujocoEnv and its half-cheetah, on the same
+    MJCF), in the three ways it differs from Gymnasium's:
+    - forward velocity: the centre-of-mass velocity of the torso's subtree (the whole cheetah) at the new state
+      (rllab's `get_body_comvel("torso")`: bodies' COM velocities, mass-weighted over the subtree, after the
+      `mj_forward` it runs after `mj_step`), where Gymnasium differentiates qpos[0] (the root) over the step;
+    - observation: qpos[1:], qvel and the torso subtree's centre of mass `get_body_com("torso")` (20-D);
+    - reset: qpos0 + 0.01·N(0, 1), qvel0 + 0.1·N(0, 1) (`reset_noise_scale` is not used).
+    Both read MuJoCo sensors (`subtreelinvel`, `subtreecom` on the torso) computed at the new state
+    (`MujocoFamily.current`); the physics and the trajectory for given actions are Gymnasium's exactly.
 
     Args:
         spec: the registered spec.
@@ -84,6 +99,7 @@ class CheetahFamily(MujocoFamily):
         reset_noise_scale: Gymnasium's reset noise.
         frame_skip: physics substeps (0.01 s each) per env step. Gymnasium's 5 (the default: 200 steps are 10 s);
             the MAML paper's rllab cheetah stepped once (`frame_skip=1`: 200 steps are 2 s).
+        rllab: the MAML paper's rllab env (above) instead of Gymnasium's HalfCheetah-v5.
     """
 
     xml: ClassVar[Path] = ASSETS / "half_cheetah.xml"
@@ -91,9 +107,42 @@ class CheetahFamily(MujocoFamily):
     camera: ClassVar[Camera] = Camera(name="track")  # the MJCF's camera following the centre of mass, 3 m aside
 
     def __init__(self, spec: FamilySpec, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
-                 frame_skip: int | None = None) -> None:
+                 frame_skip: int | None = None, rllab: bool = False) -> None:
+        if not isinstance(rllab, bool) and rllab not in (0, 1):  # command-line kwargs may arrive as 0.0 / 1.0
+            raise ValueError(f"rllab must be true or false, got {rllab!r}")
+        self.rllab = bool(rllab)
         super().__init__(spec, reset_noise_scale=reset_noise_scale, frame_skip=frame_skip)
         self.ctrl_cost_weight = ctrl_cost_weight
+        if self.rllab:
+            self.persistent = self.current = True  # sensors read at the new state, kept per simulation
+            self.obs_dim += 3
+
+    def load_model(self) -> mujoco.MjModel:
+        if not self.rllab:
+            return super().load_model()
+        spec = mujoco.MjSpec.from_file(str(self.xml))
+        # sensordata[:, 0:3]: the torso subtree's COM velocity; [:, 3:6]: its COM (rllab's body_comvels, com_subtree)
+        for kind in (mujoco.mjtSensor.mjSENS_SUBTREELINVEL, mujoco.mjtSensor.mjSENS_SUBTREECOM):
+            spec.add_sensor(type=kind, objtype=mujoco.mjtObj.mjOBJ_BODY, objname="torso")
+        return spec.compile()
+
+    def initial_state(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        if not self.rllab:
+            return super().initial_state(n, generator)
+        nq, nv = self.init_qpos.numel(), self.init_qvel.numel()
+        qpos = self.init_qpos + RLLAB_QPOS_NOISE * torch.randn(n, nq, generator=generator, dtype=torch.float64)
+        qvel = self.init_qvel + RLLAB_QVEL_NOISE * torch.randn(n, nv, generator=generator, dtype=torch.float64)
+        return qpos, qvel
+
+    def observe(self, sim: Simulator) -> Tensor:
+        if not self.rllab:
+            return super().observe(sim)
+        return torch.cat([sim.obs_state[:, self.obs_skip :], sim.sensordata()[:, 3:6]], dim=1)
+
+    def x_velocity(self, sim: Simulator, x_before: Tensor) -> Tensor:
+        if not self.rllab:
+            return super().x_velocity(sim, x_before)
+        return sim.sensordata()[:, 0]
 
 
 class AntFamily(MujocoFamily):

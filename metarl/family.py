@@ -163,9 +163,9 @@ class MujocoFamily(TaskFamily):
     Subclasses set `xml` (a path), `frame_skip`, `obs_skip` (leading qpos entries hidden from the policy, e.g. the
     x position), `Tasks`, `sample_tasks`, and implement `reward_terms`. They may override `physics` (physics-side
     task parameters: model field name -> per-env values), `initial_state`, `observe` (then set `obs_dim` to match),
-    `x_position`, `terminated`, `load_model`, and the class attributes `persistent`, `reports_x_velocity` and
-    `camera`; docs/families.md has each one's shapes. Resets follow Gymnasium's v5 envs: qpos0 + U(-s, s),
-    qvel0 + s·N(0, 1), s = `reset_noise_scale`.
+    `x_position`, `x_velocity`, `terminated`, `load_model`, and the class attributes `persistent`, `current`,
+    `reports_x_velocity` and `camera`; docs/families.md has each one's shapes. Resets follow Gymnasium's v5 envs:
+    qpos0 + U(-s, s), qvel0 + s·N(0, 1), s = `reset_noise_scale`.
     """
 
     xml: ClassVar[Path]
@@ -175,6 +175,10 @@ class MujocoFamily(TaskFamily):
     persistent: ClassVar[bool] = False
     """Whether the family reads `sim.contact_forces()` or `sim.body_xpos()` (needs a persistent simulator: derived
     fields are kept per simulation between steps)."""
+    current: ClassVar[bool] = False
+    """Whether derived fields (`sim.body_xpos()`, `sim.sensordata()`) are computed at the new state after each step,
+    as rllab's envs had them (`mj_forward` after `mj_step`; with `persistent`, at no cost and the same trajectory).
+    Default: one substep behind, as `mj_step` and Gymnasium's v5 envs leave them."""
     reports_x_velocity: ClassVar[bool] = True
     """Whether `StepResult.info` carries ``x_velocity`` (the finite difference of `x_position`): True for walkers;
     False for a family without a forward axis (a reacher, a manipulator), whose info then holds the reward terms
@@ -206,7 +210,8 @@ class MujocoFamily(TaskFamily):
         return mujoco.MjModel.from_xml_path(str(self.xml))
 
     def make_env(self, num_envs: int, backend: str = "cpu") -> MujocoVecEnv:
-        sim = make_simulator(self.model, num_envs, self.frame_skip, backend, persistent=self.persistent)
+        sim = make_simulator(self.model, num_envs, self.frame_skip, backend, persistent=self.persistent,
+                             current=self.current)
         return MujocoVecEnv(self, sim)
 
     # ------------------------------------------------------------------ hooks for subclasses
@@ -231,6 +236,11 @@ class MujocoFamily(TaskFamily):
         as in Gymnasium's HalfCheetah-v5)."""
         return sim.qpos[:, 0]
 
+    def x_velocity(self, sim: Simulator, x_before: Tensor) -> Tensor:
+        """float64 [N], the forward velocity the reward sees, after a step: by default (x_position now − `x_before`,
+        its value before the step) / dt, as Gymnasium's v5 envs compute it."""
+        return (self.x_position(sim) - x_before) / sim.dt
+
     @abstractmethod
     def reward_terms(self, tasks: Any, sim: Simulator, action: Tensor, x_velocity: Tensor) -> dict[str, Tensor]:
         """The reward's named terms, float64 [N] each; the reward is their sum.
@@ -239,7 +249,8 @@ class MujocoFamily(TaskFamily):
             tasks: per-env tasks (leading dim N).
             sim: the simulator, after the step.
             action: float64 [N, act_dim], the (clipped) action applied.
-            x_velocity: float64 [N], (x_after - x_before) / dt of `x_position`, as Gymnasium's v5 envs compute it.
+            x_velocity: float64 [N], `x_velocity` (by default (x_after - x_before) / dt of `x_position`, as
+                Gymnasium's v5 envs compute it).
         """
 
     def terminated(self, sim: Simulator) -> Tensor:
@@ -272,7 +283,7 @@ class MujocoVecEnv:
     def step(self, tasks: Any, action: Tensor, ids: Tensor | None = None) -> StepResult:
         x_before = self.family.x_position(self.sim).clone()
         self.sim.step(action, ids)
-        x_velocity = (self.family.x_position(self.sim) - x_before) / self.sim.dt
+        x_velocity = self.family.x_velocity(self.sim, x_before)
         terms = self.family.reward_terms(tasks, self.sim, action, x_velocity)
         reward = torch.stack(list(terms.values())).sum(0)
         info = {**terms, "x_velocity": x_velocity} if self.family.reports_x_velocity else dict(terms)

@@ -33,7 +33,9 @@ class Simulator(Protocol):
     are live views on the CPU backend and fresh copies on MJWarp's, so clone what you keep across a `step`.
 
     Shapes: `qpos [N, nq]`, `qvel [N, nv]`, `obs_state [N, nq + nv]`, `contact_forces [N, nbody, 6]`,
-    `body_xpos [N, nbody, 3]`; `ids` are int64 [n] simulation indices (None: all).
+    `body_xpos [N, nbody, 3]`, `sensordata [N, nsensordata]`; `ids` are int64 [n] simulation indices (None: all).
+    Derived fields (`body_xpos`, `sensordata`) lag the state by one substep after a step, as `mj_step` leaves them,
+    unless the simulator was built with `current=True`.
     """
 
     num_envs: int
@@ -51,6 +53,7 @@ class Simulator(Protocol):
     def obs_state(self) -> Tensor: ...
     def contact_forces(self) -> Tensor: ...
     def body_xpos(self) -> Tensor: ...
+    def sensordata(self) -> Tensor: ...
     def set_model_field(self, name: str, values: Tensor, ids: Tensor | None = None) -> None: ...
     def reset(self, qpos: Tensor, qvel: Tensor, ids: Tensor | None = None) -> None: ...
     def step(self, ctrl: Tensor, ids: Tensor | None = None) -> None: ...
@@ -78,7 +81,11 @@ class MujocoBatchSim:
         nthread: simulation threads (default: all usable cores).
         persistent: keep one MjData per simulation. Needed by `contact_forces()`, which runs
             `mj_rnePostConstraint` as Gymnasium does after each step (about 20 µs per simulation), and by
-            `body_xpos()`, whose rows must stay meaningful after masked steps.
+            `body_xpos()` and `sensordata()`, whose rows must stay meaningful after masked steps.
+        current: after each step, compute the position and velocity stages (and their sensors) at the new state,
+            as rllab's envs did by calling `mj_forward` after `mj_step`; the next step continues from them, so in a
+            persistent batch this costs nothing and the trajectory is unchanged. Default: derived fields lag the
+            state by one substep, as `mj_step` (and Gymnasium) leaves them.
     """
 
     def __init__(
@@ -88,10 +95,12 @@ class MujocoBatchSim:
         frame_skip: int,
         nthread: int | None = None,
         persistent: bool = False,
+        current: bool = False,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.model = model
+        self._stage = mujoco.mjtStage.mjSTAGE_VEL if current else mujoco.mjtStage.mjSTAGE_NONE
         self.num_envs = num_envs
         self.frame_skip = frame_skip
         self.device = torch.device("cpu")
@@ -111,6 +120,7 @@ class MujocoBatchSim:
         self._ctrl = torch.from_numpy(self._batch.bind("ctrl"))
         self._persistent = persistent
         self._xpos = self._batch.bind("xpos")  # an output refreshed by every call; read-only
+        self._sensordata = self._batch.bind("sensordata")
         # contact forces are computed lazily, once per step, for the simulations stepped since the last read
         self._scratch = mujoco.MjData(model) if persistent else None
         self._cfrc = torch.zeros(num_envs, model.nbody, 6, dtype=torch.float64)
@@ -166,6 +176,13 @@ class MujocoBatchSim:
             raise RuntimeError("build the simulator with persistent=True to read derived fields after masked steps")
         return torch.tensor(self._xpos)
 
+    def sensordata(self) -> Tensor:
+        """float64 [N, nsensordata]: the model's sensors from the last forward pass (a copy); at the new state after
+        a step when built with `current=True`, else one substep behind, as `mj_step` leaves them."""
+        if not self._persistent:
+            raise RuntimeError("build the simulator with persistent=True to read derived fields after masked steps")
+        return torch.tensor(self._sensordata)
+
     def set_model_field(self, name: str, values: Tensor, ids: Tensor | None = None) -> None:
         """Give model field `name` (e.g. ``"opt.gravity"``, ``"body_mass"``) per-simulation values.
 
@@ -205,7 +222,7 @@ class MujocoBatchSim:
         """Apply `ctrl` (float64 [N, nu]) and advance `frame_skip` substeps; only `ids` (int64 [n]) if given."""
         self._ctrl.copy_(ctrl)
         np_ids = _np_ids(ids)
-        self._batch.step(np_ids, nstep=self.frame_skip)
+        self._batch.step(np_ids, nstep=self.frame_skip, stage=self._stage)
         if self._persistent:
             self._cfrc_stale = np.arange(self.num_envs) if np_ids is None else np_ids
 
@@ -217,15 +234,17 @@ def make_simulator(
     backend: str = "cpu",
     persistent: bool = False,
     nthread: int | None = None,
+    current: bool = False,
 ) -> Simulator:
     """Build a `Simulator` for `backend`: "cpu", "warp" or "warp:<device>" (see `BACKENDS`)."""
     name, _, device = backend.partition(":")
     if name == "cpu" and not device:
-        return MujocoBatchSim(model, num_envs, frame_skip, nthread=nthread, persistent=persistent)
+        return MujocoBatchSim(model, num_envs, frame_skip, nthread=nthread, persistent=persistent, current=current)
     if name == "warp":
         if not warp_available():
             raise BackendError(f"the warp backend needs mujoco-warp and warp-lang: {GPU_EXTRA}")
-        return MujocoWarpSim(model, num_envs, frame_skip, device=device or "cpu", persistent=persistent)
+        return MujocoWarpSim(model, num_envs, frame_skip, device=device or "cpu", persistent=persistent,
+                             current=current)
     raise ValueError(f"unknown simulator backend {backend!r}; available: {', '.join(BACKENDS)}")
 
 

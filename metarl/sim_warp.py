@@ -72,7 +72,9 @@ class MujocoWarpSim:
         frame_skip: physics substeps per env step.
         device: where the worlds live (cpu, or cuda[:n]); every tensor this class returns is on it.
         persistent: keep derived fields per world between steps, as the CPU backend's flag: needed by
-            `contact_forces()` and `body_xpos()`.
+            `contact_forces()`, `body_xpos()` and `sensordata()`.
+        current: after each step, compute the position and velocity stages and their sensors at the new state (MJWarp's
+            `step1`), as the CPU backend's flag; here it costs one more kinematics pass per env step.
         nconmax: contacts allocated per world (MJWarp's default when None).
         njmax: constraint rows allocated per world (MJWarp's default when None).
         graph: replay the `frame_skip` substeps as one captured CUDA graph (default: on CUDA devices). Not yet run on
@@ -89,6 +91,7 @@ class MujocoWarpSim:
         nconmax: int | None = None,
         njmax: int | None = None,
         graph: bool | None = None,
+        current: bool = False,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
@@ -112,12 +115,15 @@ class MujocoWarpSim:
         self._qvel32 = wp.to_torch(d.qvel)
         self._ctrl32 = wp.to_torch(d.ctrl)
         self._xpos32 = wp.to_torch(d.xpos)
+        self._sensor32 = wp.to_torch(d.sensordata)
         self._cfrc32 = wp.to_torch(d.cfrc_ext)
         self._overflow = wp.to_torch(d.overflow) if hasattr(d, "overflow") else None
         self._persistent = persistent
         # derived fields are kept per world in float64, row by row, so a masked step or reset leaves the other rows
         # exactly as the CPU backend does (MJWarp recomputes them for every world)
         self._xpos = torch.zeros(num_envs, model.nbody, 3, dtype=torch.float64, device=self.device)
+        self._sensordata = torch.zeros(num_envs, model.nsensordata, dtype=torch.float64, device=self.device)
+        self._current = current
         self._cfrc = torch.zeros(num_envs, model.nbody, 6, dtype=torch.float64, device=self.device)
         self._cfrc_stale: Tensor | None = None  # bool [N]: rows stepped since contact forces were last computed
         self._use_graph = self.device.type == "cuda" if graph is None else graph
@@ -164,6 +170,13 @@ class MujocoWarpSim:
         if not self._persistent:
             raise RuntimeError("build the simulator with persistent=True to read derived fields after masked steps")
         return self._xpos.clone()
+
+    def sensordata(self) -> Tensor:
+        """float64 [N, nsensordata]: the sensors from each world's last forward pass (at the new state after a step
+        when built with `current=True`), a copy."""
+        if not self._persistent:
+            raise RuntimeError("build the simulator with persistent=True to read derived fields after masked steps")
+        return self._sensordata.clone()
 
     # ------------------------------------------------------------------ writes
     def set_model_field(self, name: str, values: Tensor, ids: Tensor | None = None) -> None:
@@ -223,6 +236,7 @@ class MujocoWarpSim:
                 mjw.set_state(self._m, self._d, self._saved, self._sig, active=keep)
         if self._persistent:
             self._xpos[rows] = self._xpos32[rows].to(torch.float64)
+            self._sensordata[rows] = self._sensor32[rows].to(torch.float64)
         self._check_overflow()
 
     def step(self, ctrl: Tensor, ids: Tensor | None = None) -> None:
@@ -239,11 +253,14 @@ class MujocoWarpSim:
             if keep is not None:
                 mjw.get_state(self._m, self._d, self._saved, self._sig)
             self._advance()
+            if self._current:
+                mjw.step1(self._m, self._d)  # positions, velocities and their sensors at the new state
             if keep is not None:
                 mjw.set_state(self._m, self._d, self._saved, self._sig, active=keep)
         rows = self._rows(ids)
         if self._persistent:
             self._xpos[rows] = self._xpos32[rows].to(torch.float64)
+            self._sensordata[rows] = self._sensor32[rows].to(torch.float64)
             stepped = torch.ones(self.num_envs, dtype=torch.bool, device=self.device) if mask is None else mask
             self._cfrc_stale = stepped if self._cfrc_stale is None else self._cfrc_stale | stepped
 

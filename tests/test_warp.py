@@ -82,6 +82,14 @@ def test_cheetah_matches_the_cpu_backend(family_id: str) -> None:
 
 @pytest.mark.warp
 @needs_warp
+def test_rllab_cheetah_matches_the_cpu_backend() -> None:
+    """The rllab variant reads sensors computed at the new state (`current`, MJWarp's step1), also after masked steps
+    and resets."""
+    run_parity(metarl.make("HalfCheetahDir-v0", rllab=True, frame_skip=1))
+
+
+@pytest.mark.warp
+@needs_warp
 def test_ant_matches_the_cpu_backend_with_an_elliptic_cone() -> None:
     """The Ant (RK4, contact forces in the observation and reward, torso xpos for the velocity, termination) with an
     elliptic friction cone. With the model's pyramidal cone the backends part at the first contact (next test)."""
