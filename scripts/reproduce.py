@@ -176,7 +176,10 @@ def earlier_evaluation(run_dir: Path, args: argparse.Namespace) -> dict[str, Any
     best = run_dir / "best.pt"
     checkpoint = "best.pt" if best.is_file() else "checkpoint.pt"
     iteration = driver.open_run(run_dir, checkpoint).payload["state"]["iteration"]
-    for path in sorted(run_dir.glob(f"eval-T{args.eval_tasks}-E*-k{args.eval_steps}.json")):
+    # a seed run (another training seed) evaluated on this seed's test tasks carries the suffix -seed<S> (eval_name)
+    names = [f"eval-T{args.eval_tasks}-E*-k{args.eval_steps}.json", f"eval-T{args.eval_tasks}-E*-k{args.eval_steps}"
+             f"-seed{args.seed}.json"]
+    for path in sorted(p for name in names for p in run_dir.glob(name)):
         record = json.loads(path.read_text())
         protocol = record.get("protocol", {})
         if (protocol.get("seed"), protocol.get("checkpoint"), protocol.get("iteration")) == (args.seed, checkpoint,

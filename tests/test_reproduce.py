@@ -105,6 +105,10 @@ def test_reproduce_combines_seed_runs_and_refuses_a_run_that_is_not_another_seed
         assert abs(maml["mean"][step] - sum(p["mean"][step] for p in maml["per_seed"]) / 2) < 1e-9
     assert len(result["training_other_seeds"]) == 1
     assert "MAML over 2 seeds" in markdown.read_text()
+    (evaluation,) = seed1.glob("eval-T3-E2-k3-seed0.json")  # seed 1 evaluated on seed 0's test tasks
+    written = evaluation.stat().st_mtime_ns
+    assert reproduce("--from-run", str(seed0), "--seed-run", str(seed1)).returncode == 0
+    assert evaluation.stat().st_mtime_ns == written  # reused, not evaluated again
     refused = reproduce("--from-run", str(seed0), "--seed-run", str(seed1), "--seed-run", str(seed1))
     assert refused.returncode != 0 and "repeats seed 1" in refused.stderr
     refused = reproduce("--from-run", str(seed0), "--seed-run", str(seed0))
