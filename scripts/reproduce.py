@@ -214,7 +214,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores usable, {platform.system()} {platform.python_version()}"
+    cores = len(os.sched_getaffinity(0))
+    system = f"{platform.system()}, Python {platform.python_version()}"
+    return f"{cpu}, {cores} core{'s' if cores != 1 else ''} usable, {system}"
 
 
 def commit() -> str:
