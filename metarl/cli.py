@@ -183,6 +183,7 @@ def parse_config(name: str, algo: Algorithm, args: list[str], prog: str) -> Any:
                    "given with it: e.g. extend a finished run with --run.iterations N)\n"
                    f"{IMPORT_HELP}")
     try:
+        args = merge_repeated_dict_flags(args, ("--run.family-kwargs", "--run.family_kwargs"))
         cfg = tyro.cli(algo.config_type, default=base, args=args, prog=prog, description=description)
         if preset_kwargs:
             kwargs = {**preset_kwargs, **cfg.run.family_kwargs}
@@ -196,6 +197,26 @@ def parse_config(name: str, algo: Algorithm, args: list[str], prog: str) -> Any:
 IMPORT_HELP = (f"{plugins.FLAG} MOD[,MOD…]  modules to import first, which may register task families (also "
                f"{plugins.ENV_VAR}=MOD[,MOD…], `{plugins.ENTRY_POINT_GROUP}` entry points, the current directory)")
 """The line every command's --help adds for the flag `main` handles for all of them."""
+
+
+def merge_repeated_dict_flags(args: list[str], spellings: Sequence[str]) -> list[str]:
+    """One `--flag K V K V ...` from every occurrence of a dict flag (any of its `spellings`), in order, so a later
+    key overrides an earlier one: given twice, tyro would keep only the last occurrence and drop the first's keys
+    without a word (`--run.family-kwargs frame_skip 1 --run.family-kwargs rllab 1` lost the time step)."""
+    at = [i for i, arg in enumerate(args) if arg in spellings]
+    if len(at) < 2:
+        return args
+    merged, rest, i = [], [], 0
+    while i < len(args):
+        if args[i] in spellings:
+            i += 1
+            while i < len(args) and not args[i].startswith("--"):
+                merged.append(args[i])
+                i += 1
+        else:
+            rest.append(args[i])
+            i += 1
+    return [*rest[: at[0]], args[at[0]], *merged, *rest[at[0] :]]
 
 
 def _pop_flag(args: list[str], flag: str) -> tuple[str | None, list[str]]:

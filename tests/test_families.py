@@ -363,3 +363,8 @@ def test_family_kwargs_flags_merge_with_a_presets() -> None:
     assert kwargs() == {"frame_skip": 1}
     assert kwargs("--run.family-kwargs", "horizon", "100") == {"frame_skip": 1, "horizon": 100.0}
     assert kwargs("--run.family-kwargs", "frame_skip", "5") == {"frame_skip": 5.0}
+    # given twice, the flag's keys add up (tyro alone keeps the last occurrence and drops the first's keys silently)
+    assert kwargs("--run.family-kwargs", "horizon", "100", "--run.seed", "3", "--run.family-kwargs", "rllab", "1") == {
+        "frame_skip": 1, "horizon": 100.0, "rllab": 1.0}
+    assert kwargs("--run.family-kwargs", "frame_skip", "5", "--run.family-kwargs", "frame_skip", "2") == {
+        "frame_skip": 2.0}  # a later key overrides an earlier one, as later flags do
