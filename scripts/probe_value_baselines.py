@@ -36,7 +36,7 @@ from metarl.config import apply_overrides, build_policy
 from metarl.curvature import inner_hessian_product
 from metarl.estimators import TaskData, inner_objective, prepare
 from metarl.policies import Params, params_of, stack
-from metarl.returns import discounted_returns, linear_baseline_without_each, linear_features
+from metarl.returns import cross_fitted_advantages, discounted_returns, linear_features
 from metarl.sampler import Sampler
 
 
@@ -55,7 +55,8 @@ def fit_mlp_values(obs: Tensor, returns: Tensor, mask: Tensor, query: Tensor, hi
     """
     g = torch.Generator().manual_seed(seed)
     T = obs.shape[0]
-    x = linear_features(obs).reshape(T, -1, linear_features(obs[:1, :1, :1]).shape[-1]).float()
+    feats = linear_features(obs)
+    x = feats.reshape(T, -1, feats.shape[-1]).float()
     y, m = returns.reshape(T, -1).float(), mask.reshape(T, -1).float()
     if x.shape[1] > max_samples:
         keep = torch.randperm(x.shape[1], generator=g)[:max_samples]
@@ -133,17 +134,18 @@ def main() -> None:
         pre = sampler.sample(policy, theta, tasks, cfg.episodes_per_task, generator)
         fresh = sampler.sample(policy, theta, tasks, args.independent_episodes, generator)
         returns = discounted_returns(pre.rew, pre.mask, cfg.gamma)
-        own = linear_baseline_without_each(pre.obs, returns, pre.mask)  # [T, left out, evaluated, H]
-        baselines = {
-            "none": torch.zeros(returns.shape, dtype=torch.float64),
-            "linear": own.diagonal(dim1=1, dim2=2).permute(0, 2, 1).double(),
-            "mlp-crossfit": cross_fitted_mlp(pre.obs, returns, pre.mask, args.folds, **fit),
-            "mlp-independent": fit_mlp_values(fresh.obs, discounted_returns(fresh.rew, fresh.mask, cfg.gamma),
-                                              fresh.mask, pre.obs, **fit),
+        raw = prepare(pre, cfg.gamma, baseline="none", normalize=False)  # advantages = returns (GAE λ = 1)
+        mlp = {"mlp-crossfit": cross_fitted_mlp(pre.obs, returns, pre.mask, args.folds, **fit),
+               "mlp-independent": fit_mlp_values(fresh.obs, discounted_returns(fresh.rew, fresh.mask, cfg.gamma),
+                                                 fresh.mask, pre.obs, **fit)}
+        advantages = {  # R_t − b(s_t), raw
+            "none": raw.adv,
+            "linear": cross_fitted_advantages(pre.obs, pre.rew, pre.mask, raw.weight, cfg.gamma, 1.0,
+                                              normalize=False)[0],
+            **{name: (returns - values.to(returns.dtype)) * pre.mask for name, values in mlp.items()},
         }
-        raw = prepare(pre, cfg.gamma, baseline="none", normalize=False)
-        for name, values in baselines.items():
-            adv = ((returns - values.to(returns.dtype)) * pre.mask).detach()
+        for name, adv in advantages.items():
+            adv = adv.detach()
             for term, x in second_order_terms(policy, theta, raw._replace(adv=adv), v).items():
                 samples.setdefault(f"{term} | {name}", []).append(x)
             samples.setdefault(f"mean squared advantage | {name}", []).append(

@@ -46,7 +46,7 @@ from metarl.algos.maml import PRESETS, MAMLConfig
 from metarl.config import apply_overrides
 from metarl.evaluate import EvalArgs, evaluate_run
 from metarl.plots import read_training
-from metarl.runs import config_to_dict
+from metarl.runs import config_to_dict, flat_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER: dict[str, dict[str, Any]] = {
@@ -159,14 +159,8 @@ def over_seeds(records: list[dict[str, Any]], runs: list[Path], seeds: list[int]
 def same_training(primary: dict[str, Any], other: dict[str, Any]) -> list[str]:
     """The config keys on which two runs' trainings differ, beyond the seed and bookkeeping (`run.*` but the family
     kwargs, which set the physics): a seed run must differ in nothing else."""
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in d.items():
-            out |= flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
-        return out
-
-    a, b = flat(primary), flat(other)
-    kept = [k for k in sorted(set(a) | set(b)) if not k.startswith("run.") or k.startswith("run.family_kwargs")]
+    a, b = flat_dict(primary), flat_dict(other)
+    kept = [k for k in sorted(set(a) | set(b)) if not k.startswith("run.") or k == "run.family_kwargs"]
     return [k for k in kept if a.get(k) != b.get(k)]
 
 
