@@ -46,7 +46,7 @@ from metarl.algos.maml import PRESETS, MAMLConfig
 from metarl.config import apply_overrides
 from metarl.evaluate import EvalArgs, evaluate_run
 from metarl.plots import read_training
-from metarl.runs import config_to_dict, flat_dict
+from metarl.runs import RunDirError, config_to_dict, flat_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER: dict[str, dict[str, Any]] = {
@@ -378,7 +378,10 @@ def main() -> None:
     elif not args.render_only:
         if args.family is None:
             parser.error("name a family (or --render-only)")
-        run(args)
+        try:
+            run(args)
+        except RunDirError as err:  # --from-run, --seed-run or --baseline-run naming no usable run: one line
+            raise SystemExit(f"reproduce.py: {err}") from None
     args.markdown.write_text(render_markdown(load_results(args.out)))
     print(f"wrote {args.markdown}")
 

@@ -113,3 +113,6 @@ def test_reproduce_combines_seed_runs_and_refuses_a_run_that_is_not_another_seed
     assert refused.returncode != 0 and "repeats seed 1" in refused.stderr
     refused = reproduce("--from-run", str(seed0), "--seed-run", str(seed0))
     assert refused.returncode != 0 and "repeats seed 0" in refused.stderr
+    refused = reproduce("--from-run", str(seed0), "--seed-run", str(tmp_path / "nope"))
+    assert refused.returncode != 0 and "is not a run directory" in refused.stderr
+    assert "Traceback" not in refused.stderr
