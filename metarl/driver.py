@@ -158,13 +158,14 @@ class Validator:
         self.cfg, self.policy, self.episodes = cfg, policy, default_episodes(cfg)
         self.sampler = Sampler(family, run_backend(cfg.run))
 
-    def __call__(self, params: Params) -> dict[str, float]:
-        """`val/return_pre` (θ) and `val/return_post` (after the training number of adaptation steps)."""
+    def __call__(self, params: Params, extra: dict[str, Any] | None = None) -> dict[str, float]:
+        """`val/return_pre` (θ) and `val/return_post` (after the training number of adaptation steps); `extra` is
+        the run state's (`TrainState.extra`)."""
         clock = time.perf_counter()
         generator = torch.Generator()
         generator.set_state(self.rollout_state)
         returns = self.adaptation_returns(self.cfg, self.sampler, self.policy, params, self.tasks, self.step_sizes,
-                                          self.episodes, generator)  # [k+1, T, E]
+                                          self.episodes, generator, extra)  # [k+1, T, E]
         per_step = returns.to(torch.float64).mean((1, 2))
         return {"val/return_pre": float(per_step[0]), "val/return_post": float(per_step[-1]),
                 "perf/validate_s": time.perf_counter() - clock}
@@ -375,7 +376,7 @@ def _iterate(algo: Algorithm, algo_name: str, cfg: Any, run_dir: Path, family: T
         def on_iteration(s: TrainState, metrics: dict[str, float]) -> None:
             # not "and at the end": a run's metrics must not depend on its length (resume extends runs)
             due = validate is not None and s.iteration % cfg.run.validate_every == 0
-            extra = validate(s.params) if validate is not None and due else {}
+            extra = validate(s.params, s.extra) if validate is not None and due else {}
             log.flush(extra)  # the record first: a kill after it but before the checkpoint only repeats work
             checkpointer(s, {**metrics, **extra})
             bar.update(task, completed=s.iteration, status=summary({**metrics, **extra}))

@@ -77,10 +77,11 @@ def prepare(
     batch: Batch,
     gamma: float,
     gae_lambda: float = 1.0,
-    baseline: Literal["linear", "none"] = "linear",
+    baseline: Literal["linear", "none", "value"] = "linear",
     normalize: bool = True,
     average: Literal["steps", "episodes"] = "steps",
     cross_fit: bool = False,
+    values: Tensor | None = None,
 ) -> TaskData:
     """Advantages for a sampled batch: rllab's linear baseline refit per task, GAE, per-task normalisation.
 
@@ -88,25 +89,31 @@ def prepare(
         batch: from the sampler, [T, E, H, ...].
         gamma: discount.
         gae_lambda: GAE λ (MAML, pytorch-maml-rl: 1).
-        baseline: "linear" (rllab's LinearFeatureBaseline, refit per task) or "none".
+        baseline: "linear" (rllab's LinearFeatureBaseline, refit per task), "none", or "value": the given `values`.
         normalize: standardise advantages per task.
         average: how the batch averages weigh steps: "steps" (every step the same; unbiased) or "episodes" (every
             episode the same, pytorch-maml-rl's weighting); `metarl.returns.step_weights`.
         cross_fit: fit each episode's baseline and normalisation statistics on the task's other episodes, so that
             neither depends on the actions they weigh (unbiased estimators stay unbiased at every order).
+        values: [T, E, H] baseline values for baseline="value", computed without this batch (a value function
+            fitted on earlier ones, `metarl.value_baseline`): only the normalisation is then cross-fitted.
     """
-    if baseline not in ("linear", "none"):
-        raise ValueError(f"baseline must be 'linear' or 'none', got {baseline!r}")
+    if baseline not in ("linear", "none", "value"):
+        raise ValueError(f"baseline must be 'linear', 'none' or 'value', got {baseline!r}")
+    if (baseline == "value") != (values is not None):
+        raise ValueError("baseline='value' needs the values (and only it takes them)")
     weight = step_weights(batch.mask, average)
     scale = torch.ones(batch.mask.shape[:-1], dtype=batch.rew.dtype, device=batch.rew.device)
     if cross_fit:
         adv, std = cross_fitted_advantages(batch.obs, batch.rew, batch.mask, weight, gamma, gae_lambda,
-                                           baseline == "linear", normalize)
+                                           baseline == "linear", normalize, values=values)
         scale = std[..., 0]
     else:
         returns = discounted_returns(batch.rew, batch.mask, gamma)
-        values = fit_linear_baseline(batch.obs, returns, batch.mask) if baseline == "linear" else \
-            torch.zeros_like(returns)
+        if values is None:
+            values = fit_linear_baseline(batch.obs, returns, batch.mask) if baseline == "linear" else \
+                torch.zeros_like(returns)
+        values = values.to(returns.dtype) * batch.mask
         adv = gae(batch.rew, values, batch.mask, gamma, gae_lambda)
         if normalize:
             adv = normalize_advantages(adv, weight)

@@ -188,13 +188,15 @@ def evaluate(
     chunk_size: int = 10,
     progress: Progressor | None = None,
     backend: str = "cpu",
+    extra: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Adapt `params` to `tasks` test tasks with the algorithm's operator and collect returns [k+1, T, E].
 
     Tasks are processed in chunks of `chunk_size` (progress, bounded memory); all randomness comes from the
     "test" stream of `seed`, consumed chunk after chunk, so the result depends only on the arguments. `backend`
     (`metarl.sim`: "cpu", "warp", "warp:cuda:0") simulates the rollouts; the policy and the adapted parameters live
-    on its device, and the returns come back to the CPU.
+    on its device, and the returns come back to the CPU. `extra` is the run state's `TrainState.extra` (MAML's
+    learned value baseline adapts with it).
     """
     if algorithm.adaptation_returns is None:
         raise ValueError("this algorithm has no test-time adaptation operator (adaptation_returns)")
@@ -208,7 +210,7 @@ def evaluate(
     for start in range(0, tasks, chunk_size):
         chunk = index_tasks(test_tasks, slice(start, start + chunk_size))
         returns = algorithm.adaptation_returns(cfg, sampler, policy, params, chunk, tuple(step_sizes), episodes,
-                                               generator).to("cpu", torch.float64)  # [k+1, t, E]
+                                               generator, extra).to("cpu", torch.float64)  # [k+1, t, E]
         chunks.append(returns)
         exact = exact and _last_call_is_final(sampler, policy, returns, num_tasks(chunk))
         if exact and sampler.last is not None:
@@ -394,7 +396,8 @@ def _evaluate_opened(run: Any, args: EvalArgs, protocol: dict[str, Any], label: 
     with eval_progress(args.tasks, f"eval {run.algo} {run.spec.id}", quiet=args.quiet) as progress:
         result = evaluate(run.algorithm, run.cfg, run.family, run.policy, run.params, tasks=p["tasks"],
                           step_sizes=p["step_sizes"], episodes=p["episodes"], seed=p["seed"],
-                          chunk_size=p["chunk_size"], progress=progress, backend=p.get("backend", "cpu"))
+                          chunk_size=p["chunk_size"], progress=progress, backend=p.get("backend", "cpu"),
+                          extra=run.payload["state"].get("extra"))
     label = label or run_label(run.algo, run.spec.id, run.cfg.run.seed)
     return EvalOutcome(result, eval_record(result, run.algo, run.spec.to_json(), label, protocol))
 

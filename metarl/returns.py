@@ -126,7 +126,7 @@ def linear_baseline_without_each(obs: Tensor, returns: Tensor, mask: Tensor, reg
 
 def cross_fitted_advantages(
     obs: Tensor, rew: Tensor, mask: Tensor, weight: Tensor, gamma: float, lam: float, baseline: bool = True,
-    normalize: bool = True, eps: float = 1e-8,
+    normalize: bool = True, eps: float = 1e-8, values: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """GAE advantages whose baseline and normalisation never see the episode they are applied to.
 
@@ -142,6 +142,9 @@ def cross_fitted_advantages(
         baseline: fit the linear baseline (else none).
         normalize: standardise as above (else the raw advantages; σ = 1).
         eps: added to σ.
+        values: [T, E, H] baseline values that depend on no episode of this batch (a value function fitted on
+            earlier batches: `metarl.value_baseline`), used instead of the linear fit; only the normalisation is
+            then cross-fitted.
 
     Returns:
         (advantages [T, E, H], zero at masked steps; σ_e [T, E, 1], the standard deviation episode e was divided by).
@@ -149,8 +152,8 @@ def cross_fitted_advantages(
     T, E, H = mask.shape
     if E < 2:
         raise ValueError("cross-fitted advantages need at least 2 episodes per task")
-    if not baseline:  # every episode's advantages are its own returns: O(T·E·H), no episode pairs
-        own = gae(rew, torch.zeros_like(rew), mask, gamma, lam)
+    if values is not None or not baseline:  # one baseline for every episode: O(T·E·H), no episode pairs
+        own = gae(rew, torch.zeros_like(rew) if values is None else values.to(rew.dtype), mask, gamma, lam)
         if not normalize:
             return own, torch.ones(T, E, 1, dtype=rew.dtype, device=rew.device)
         return _standardize_by_others(own, weight, eps)
@@ -181,8 +184,8 @@ def _standardize_by_others(own: Tensor, weight: Tensor, eps: float,
                            pairs: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Episode e's advantages `own` [T, E, H] standardised by the weighted mean and standard deviation of the other
     episodes' advantages `pairs[:, e, e']` [T, E, E, H] (e' ≠ e: episode e' under e's cross-fit). None: every
-    episode's advantages are its own (no baseline), so the sums come from per-episode totals, without the pair
-    dimension. Returns (advantages, σ_e + eps [T, E, 1])."""
+    episode's advantages are its own (no baseline, or one fitted without this batch), so the sums come from
+    per-episode totals, without the pair dimension. Returns (advantages, σ_e + eps [T, E, 1])."""
     w = weight.to(own.dtype)
     if pairs is None:
         per_episode = [w.sum(-1), (own * w).sum(-1), (own.square() * w).sum(-1)]  # [T, E] each

@@ -53,14 +53,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def evaluate(cfg: MAMLConfig, params: dict, tasks: int, episodes: int, seed: int) -> dict[str, float]:
+def evaluate(cfg: MAMLConfig, params: dict, tasks: int, episodes: int, seed: int,
+             extra: dict | None = None) -> dict[str, float]:
     """Mean return over `tasks` held-out tasks × `episodes` episodes before and after one step of size α, each with
-    its standard error over tasks (how much another draw of held-out tasks would move it)."""
+    its standard error over tasks (how much another draw of held-out tasks would move it); `extra`: the run state's
+    (the learned value baseline of --baseline value)."""
     family = metarl.make(cfg.family)
     policy = build_policy(cfg.policy, family, cfg.run.seed)
     generator = torch.Generator().manual_seed(seed + EVAL_SEED_OFFSET)
     held_out = family.sample_tasks(tasks, generator)
-    returns = adaptation_returns(cfg, Sampler(family), policy, params, held_out, (cfg.inner_lr,), episodes, generator)
+    returns = adaptation_returns(cfg, Sampler(family), policy, params, held_out, (cfg.inner_lr,), episodes, generator,
+                                 extra)
     per_task = returns.to(torch.float64).mean(-1)  # [2, tasks]
     se = per_task.std(-1) / tasks**0.5
     return {"return_pre": float(per_task[0].mean()), "return_post_1": float(per_task[1].mean()),
@@ -84,10 +87,13 @@ def main() -> None:
     parser.add_argument("--dice-lambda", type=float, default=1.0, help="Loaded-DiCE λ")
     parser.add_argument("--average", default=None, choices=["steps", "episodes"],
                         help="how batch averages weigh steps (default: the preset's)")
+    parser.add_argument("--baseline", default=None, choices=["linear", "none", "value"],
+                        help="state baseline (default: the preset's; value: the learned one)")
     args = parser.parse_args()
 
     overrides = {"run.seed": args.seed, "estimator": args.estimator, "dice_lambda": args.dice_lambda,
                  **({} if args.average is None else {"average": args.average}),
+                 **({} if args.baseline is None else {"baseline": args.baseline}),
                  **({} if args.curvature_subsample is None else {"curvature_subsample": args.curvature_subsample})}
     cfg = apply_overrides(MAMLConfig(), {**PRESETS["pytorch-maml-rl-point"], **overrides})
     if args.peer is not None:
@@ -105,10 +111,12 @@ def main() -> None:
         "estimator": args.estimator,
         "dice_lambda": args.dice_lambda,
         "average": cfg.average,
+        "baseline": cfg.baseline,
         "load_average": os.getloadavg()[0],
     }
     if args.evaluate:
-        result |= {"eval_tasks": 400, **evaluate(cfg, state.params, tasks=400, episodes=20, seed=args.seed),
+        result |= {"eval_tasks": 400, **evaluate(cfg, state.params, tasks=400, episodes=20, seed=args.seed,
+                                                     extra=state.extra),
                    "reference_port": [-39.8, -12.6], "reference_paper": [-40.4, -11.7]}
     print(json.dumps(result))
 

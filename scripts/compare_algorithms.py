@@ -81,7 +81,7 @@ def curve(algo_name: str, cfg: Any, budget: int, points: int, tasks: int, steps:
 
     def evaluate(state: TrainState) -> None:
         returns = algo.adaptation_returns(cfg, sampler, policy, state.params, held_out, step_sizes, episodes,
-                                          stream_generator(seed, "compare"))
+                                          stream_generator(seed, "compare"), state.extra)
         per_step = returns.to(torch.float64).mean((1, 2))
         out["env_steps"].append(state.env_steps)
         out["return_pre"].append(float(per_step[0]))

@@ -9,7 +9,10 @@ advantages R_t − b(s_t) (raw: no normalisation, the same scale for every basel
 - ``mlp-crossfit``: a per-task MLP value V(features of s_t, t), K-fold cross-fitted on the batch itself (each fold's
   values from the MLP fitted on the other folds), as a learned baseline could be in training;
 - ``mlp-independent``: the same MLP fitted on B fresh episodes of the same task (an idealised value function that
-  training does not have: as good as this architecture gets, and independent of the batch, so unbiased).
+  training does not have: as good as this architecture gets, and independent of the batch, so unbiased);
+- ``learned``: training's `--baseline value` (metarl/value_baseline.py), one network for all tasks fitted on the
+  earlier meta-batches only (after `--warmup` meta-batches that are fitted on but not measured), as in training at
+  a policy that has stopped moving.
 
 Every one of them leaves the estimators unbiased (no baseline depends on the episode it is applied to). Per
 baseline: the total variance (trace of the covariance over the R meta-batches, summed over tasks) of the inner
@@ -18,6 +21,7 @@ squared advantage. The last line is one JSON object with these and their ratios 
 
     python scripts/probe_value_baselines.py                # 30 meta-batches, about 20 minutes on one core
     python scripts/probe_value_baselines.py --reps 4       # a quick look
+    python scripts/probe_value_baselines.py --baselines none linear learned   # without the slow MLP fits
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from metarl.estimators import TaskData, inner_objective, prepare
 from metarl.policies import Params, params_of, stack
 from metarl.returns import cross_fitted_advantages, discounted_returns, linear_features
 from metarl.sampler import Sampler
+from metarl.value_baseline import ValueBaseline, task_features
+
+BASELINES = ("none", "linear", "mlp-crossfit", "mlp-independent", "learned")
 
 
 def fit_mlp_values(obs: Tensor, returns: Tensor, mask: Tensor, query: Tensor, hidden: int, steps: int,
@@ -115,7 +122,11 @@ def main() -> None:
     parser.add_argument("--fit-steps", type=int, default=150)
     parser.add_argument("--fit-samples", type=int, default=4000, help="steps per task an MLP fit uses at most")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES,
+                        help="which baselines to compare (linear is always measured: the ratios are to it)")
+    parser.add_argument("--warmup", type=int, default=20, help="meta-batches the learned baseline fits on first")
     args = parser.parse_args()
+    chosen = set(args.baselines) | {"linear"}
     torch.set_num_threads(1)
 
     cfg = apply_overrides(MAMLConfig(), {**PRESETS["pytorch-maml-rl-point"]})
@@ -129,20 +140,33 @@ def main() -> None:
     fit = {"hidden": args.hidden, "steps": args.fit_steps, "max_samples": args.fit_samples, "seed": args.seed + 1}
     samples: dict[str, list[Tensor]] = {}
     started = time.time()
-    for r in range(args.reps):
+    learned: ValueBaseline | None = None
+    for r in range(-args.warmup if "learned" in chosen else 0, args.reps):
         tasks = family.sample_tasks(cfg.meta_batch_size, generator)
         pre = sampler.sample(policy, theta, tasks, cfg.episodes_per_task, generator)
-        fresh = sampler.sample(policy, theta, tasks, args.independent_episodes, generator)
         returns = discounted_returns(pre.rew, pre.mask, cfg.gamma)
+        values: dict[str, Tensor] = {}
+        if "learned" in chosen:
+            if learned is None:
+                learned = ValueBaseline(cfg.value, family.obs_dim, task_features(tasks, cfg.meta_batch_size).shape[-1],
+                                        2, args.seed)
+            values["learned"] = learned.predict(pre.obs, tasks, pre.mask, 0)  # before it fits on this batch
+            learned.fit([(pre.obs, tasks, returns, pre.mask, 0)])
+            if r < 0:
+                print(f"warm-up {r + args.warmup + 1}/{args.warmup}  value loss {learned.last_loss:.3f}", flush=True)
+                continue
+        if "mlp-crossfit" in chosen:
+            values["mlp-crossfit"] = cross_fitted_mlp(pre.obs, returns, pre.mask, args.folds, **fit)
+        if "mlp-independent" in chosen:
+            fresh = sampler.sample(policy, theta, tasks, args.independent_episodes, generator)
+            values["mlp-independent"] = fit_mlp_values(
+                fresh.obs, discounted_returns(fresh.rew, fresh.mask, cfg.gamma), fresh.mask, pre.obs, **fit)
         raw = prepare(pre, cfg.gamma, baseline="none", normalize=False)  # advantages = returns (GAE λ = 1)
-        mlp = {"mlp-crossfit": cross_fitted_mlp(pre.obs, returns, pre.mask, args.folds, **fit),
-               "mlp-independent": fit_mlp_values(fresh.obs, discounted_returns(fresh.rew, fresh.mask, cfg.gamma),
-                                                 fresh.mask, pre.obs, **fit)}
         advantages = {  # R_t − b(s_t), raw
-            "none": raw.adv,
+            **({"none": raw.adv} if "none" in chosen else {}),
             "linear": cross_fitted_advantages(pre.obs, pre.rew, pre.mask, raw.weight, cfg.gamma, 1.0,
                                               normalize=False)[0],
-            **{name: (returns - values.to(returns.dtype)) * pre.mask for name, values in mlp.items()},
+            **{name: (returns - v_.to(returns.dtype)) * pre.mask for name, v_ in values.items()},
         }
         for name, adv in advantages.items():
             adv = adv.detach()
@@ -159,7 +183,8 @@ def main() -> None:
     for k, val in table.items():
         print(f"{k:>42}  {val:15.5g}  {ratios[k]:8.3f}")
     print(json.dumps({"family": cfg.family, "preset": "pytorch-maml-rl-point", "tasks": cfg.meta_batch_size,
-                      "episodes": cfg.episodes_per_task, "reps": args.reps, "variance": table,
+                      "episodes": cfg.episodes_per_task, "reps": args.reps, "warmup": args.warmup,
+                      "baselines": sorted(chosen), "variance": table,
                       "ratio_vs_linear": ratios, "load_avg": os.getloadavg()[0]}))
 
 

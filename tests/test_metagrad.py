@@ -45,6 +45,7 @@ from metarl.policies import params_of
 from metarl.returns import step_weights
 from metarl.sampler import Sampler
 from metarl.trpo import flatten, kl_hvp, unflatten
+from metarl.value_baseline import ValueBaseline, ValueConfig
 
 H = 2
 ALPHA = 0.1
@@ -139,22 +140,35 @@ def test_a1_dice_cv_centred_on_its_own_episode_is_biased(family: metarl.TaskFami
 
 # ----------------------------------------------------------------------------------------------- A1 at the defaults
 def baseline_jacobian_deviation(family: metarl.TaskFamily, goal: float, cross_fit: bool, chunks: int,
-                                per_chunk: int, estimator: str = "dice") -> torch.Tensor:
+                                per_chunk: int, estimator: str = "dice", value: str | None = None) -> torch.Tensor:
     """dθ′/dθ − I − α·c·∇²V/H per chunk, [chunks, 3, 3], with the linear baseline and normalised advantages.
 
     Each chunk is one task row of `per_chunk` episodes. Normalising episode e by a standard deviation σ_e that does
     not depend on its own actions scales its expected Hessian: E[dθ′/dθ] = I + α·E[1/σ_e]·∇²V/H, with c the chunk's
     mean of 1/σ_e (whose expectation is E[1/σ_e]), so the deviation has mean zero exactly when the baseline and the
-    normalisation are fitted without the episode they are applied to."""
-    from metarl.returns import cross_fitted_advantages, normalization_stats
+    normalisation are fitted without the episode they are applied to.
+
+    `value` replaces the linear baseline: "earlier" is the learned value baseline fitted on an independent batch
+    (as training fits it on earlier iterations), "own" a deliberately wrong one that leaks each episode's own
+    return."""
+    from metarl.returns import cross_fitted_advantages, discounted_returns, normalization_stats
 
     policy = OpenLoopGaussian(MU, math.log(SIGMA))
     params = params_of(policy)
-    batch = Sampler(family).sample(policy, params, goal_tasks(goal, chunks), per_chunk,
-                                   torch.Generator().manual_seed(int(goal * 10) + 11))
-    data = prepare(batch, gamma=1.0, baseline="linear", normalize=True, cross_fit=cross_fit)
+    tasks = goal_tasks(goal, chunks)
+    batch = Sampler(family).sample(policy, params, tasks, per_chunk, torch.Generator().manual_seed(int(goal * 10) + 11))
+    values = None
+    if value == "earlier":
+        earlier = Sampler(family).sample(policy, params, tasks, per_chunk, torch.Generator().manual_seed(99))
+        fn = ValueBaseline(ValueConfig(epochs=3), family.obs_dim, 1, 1, seed=0)
+        fn.fit([(earlier.obs, tasks, discounted_returns(earlier.rew, earlier.mask, 1.0), earlier.mask, 0)])
+        values = fn.predict(batch.obs, tasks, batch.mask, 0)
+    elif value == "own":
+        values = 0.5 * discounted_returns(batch.rew, batch.mask, 1.0)
+    data = prepare(batch, gamma=1.0, baseline="linear" if values is None else "value", normalize=True,
+                   cross_fit=cross_fit, values=values)
     if cross_fit:  # σ_e of each episode: [chunks, E, 1]
-        _, std = cross_fitted_advantages(batch.obs, batch.rew, batch.mask, data.weight, 1.0, 1.0)
+        _, std = cross_fitted_advantages(batch.obs, batch.rew, batch.mask, data.weight, 1.0, 1.0, values=values)
     else:
         raw = prepare(batch, gamma=1.0, baseline="linear", normalize=False)
         std = normalization_stats(raw.adv, raw.weight)[1] + 1e-8
@@ -174,6 +188,23 @@ def test_a1_unbiased_at_the_training_defaults_with_cross_fitting(family: metarl.
     z = zscore(baseline_jacobian_deviation(family, goal, True, chunks=3000, per_chunk=20, estimator=estimator),
                torch.zeros(3, 3, dtype=torch.float64))
     assert z.abs().max() < 5, z
+
+
+@pytest.mark.parametrize("estimator", ["dice", "dice_cv"])
+@pytest.mark.parametrize("goal", [0.0, 2.0])
+def test_a1_unbiased_with_the_learned_value_baseline(family: metarl.TaskFamily, goal: float, estimator: str) -> None:
+    """`--baseline value` (fitted on earlier batches, predicted before it sees this one), normalisation on and
+    cross-fitted, E = 20: E[dθ′/dθ] = I + α·E[1/σ]·∇²V/H, for both unbiased estimators."""
+    z = zscore(baseline_jacobian_deviation(family, goal, True, chunks=3000, per_chunk=20, estimator=estimator,
+                                           value="earlier"), torch.zeros(3, 3, dtype=torch.float64))
+    assert z.abs().max() < 5, z
+
+
+def test_a1_a_value_baseline_that_sees_its_episode_is_caught(family: metarl.TaskFamily) -> None:
+    """The same check has the power to catch a baseline that depends on the actions it weighs."""
+    z = zscore(baseline_jacobian_deviation(family, 2.0, True, chunks=3000, per_chunk=20, value="own"),
+               torch.zeros(3, 3, dtype=torch.float64))
+    assert z.abs().max() > 6, z
 
 
 def test_a1_same_batch_baseline_and_normalisation_are_biased(family: metarl.TaskFamily) -> None:

@@ -30,3 +30,15 @@ def test_the_mlp_value_fits_a_nonlinear_target(load_script) -> None:
     values = probe.fit_mlp_values(obs, target, torch.ones(1, 40, 10), obs, hidden=32, steps=300, max_samples=400,
                                   seed=0)
     assert ((values - target) ** 2).mean() < 0.2 * ((target - target.mean()) ** 2).mean()
+
+
+def test_the_probe_measures_the_learned_baseline(load_script, monkeypatch, capsys) -> None:
+    """A tiny run of the probe with training's learned baseline: its values come from earlier meta-batches and it
+    reports a variance ratio for every term."""
+    probe = load_script("probe_value_baselines")
+    monkeypatch.setattr("sys.argv", ["probe", "--reps", "2", "--warmup", "2", "--baselines", "learned"])
+    probe.main()
+    import json
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["baselines"] == ["learned", "linear"] and result["warmup"] == 2
+    assert {"dice Hv | learned", "lvc Hv | learned", "gradient | learned"} <= set(result["ratio_vs_linear"])

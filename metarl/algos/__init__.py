@@ -26,7 +26,8 @@ class Algorithm:
     presets: dict[str, dict[str, Any]]
     adaptation_returns: Callable[..., Any] | None = None
     """test-time adaptation for `metarl eval`: (cfg, sampler, policy, params, tasks, step_sizes, episodes,
-    generator) -> undiscounted returns [k+1, T, E] before and after each of k = len(step_sizes) steps"""
+    generator, extra) -> undiscounted returns [k+1, T, E] before and after each of k = len(step_sizes) steps;
+    `extra` is the run's `TrainState.extra` (MAML's learned value baseline), None for a bare policy"""
     eval_step_sizes: Callable[[Any, int], tuple[float, ...]] | None = None
     """(cfg, k) -> the k test-time step sizes this algorithm adapts with by default"""
     defaults: dict[str, Any] = field(default_factory=dict)

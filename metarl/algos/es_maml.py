@@ -21,7 +21,7 @@ exact policy-gradient U (check C1) and with the ES operator (check C2) in tests/
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -310,6 +310,7 @@ def adaptation_returns(
     step_sizes: Sequence[float],
     episodes: int,
     generator: torch.Generator,
+    extra: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """ES-MAML's test-time adaptation: undiscounted returns [k+1, T, E] at θ and after each of k = len(step_sizes)
     applications of the configured operator (ES step α_j = step_sizes[j]; hill climbing ignores the values), each

@@ -26,7 +26,7 @@ Which objective the meta-gradient estimates depends on `estimator` (metarl/estim
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
@@ -50,9 +50,11 @@ from metarl.estimators import (
 from metarl.logger import Logger
 from metarl.optim import adam_ascent
 from metarl.policies import Params, PolicyOutput, forward, num_stacked, stack
+from metarl.returns import discounted_returns
 from metarl.sampler import Batch, Sampler, SamplerProtocol
 from metarl.training import OnIteration, TrainState, iterate, start
 from metarl.trpo import ObjectiveProblem, TRPOConfig, TrustRegionProblem, flatten, kl_hvp, trpo_step, unflatten
+from metarl.value_baseline import ValueBaseline, ValueConfig, task_features
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,10 @@ class MAMLConfig:
     """discount"""
     gae_lambda: float = 1.0
     """GAE λ"""
-    baseline: Literal["linear", "none"] = "linear"
-    """state-value baseline: rllab's linear feature baseline refit per task, or none (raw returns)"""
+    baseline: Literal["linear", "none", "value"] = "linear"
+    """state-value baseline: rllab's linear feature baseline refit per task, none (raw returns), or value: a network
+    V(s, t, task, stage) shared by all tasks and fitted only on earlier batches, so unbiased at every order with a
+    lower variance than the per-task linear fit (metarl/value_baseline.py; kept in checkpoints, used at test time)"""
     normalize_advantages: bool = True
     """standardise advantages per task (rllab center_adv; the papers' step sizes assume it)"""
     cross_fit: bool = True
@@ -111,6 +115,8 @@ class MAMLConfig:
     uses every 5th sample for its Fisher products)"""
     outer_lr: float = 1e-3
     """Adam step size (outer=adam)"""
+    value: ValueConfig = field(default_factory=ValueConfig)
+    """the learned value baseline (baseline=value)"""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -201,11 +207,30 @@ def adapt(
     return params
 
 
-def prepare_batch(batch: Batch, cfg: MAMLConfig) -> TaskData:
-    """Advantages and step weights of a sampled batch with `cfg`'s baseline, GAE, normalisation and averaging.
-    Cross-fitting needs another episode to fit on: an evaluation with one episode per step fits on the same one."""
+def prepare_batch(batch: Batch, cfg: MAMLConfig, values: Tensor | None = None) -> TaskData:
+    """Advantages and step weights of a sampled batch with `cfg`'s baseline, GAE, normalisation and averaging
+    (`values` [T, E, H]: the learned baseline's prediction for baseline=value, `stage_values`). Cross-fitting needs
+    another episode to fit on: an evaluation with one episode per step fits on the same one."""
     cross_fit = cfg.cross_fit and batch.mask.shape[1] >= 2
-    return prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages, cfg.average, cross_fit)
+    return prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages, cfg.average, cross_fit,
+                   values)
+
+
+def value_baseline(cfg: MAMLConfig, obs_dim: int, tasks: Any, state: Mapping[str, Any] | None) -> ValueBaseline | None:
+    """The learned baseline for baseline=value (None otherwise), restored from `state` (`TrainState.extra["value"]`)
+    when given: one stage per inner step and one for the post-update batch."""
+    if cfg.baseline != "value":
+        return None
+    T = int(next(iter(tasks)).shape[0])
+    value = ValueBaseline(cfg.value, obs_dim, task_features(tasks, T).shape[-1], cfg.inner_steps + 1, cfg.run.seed)
+    if state is not None:
+        value.load_state_dict(state)
+    return value
+
+
+def stage_values(value: ValueBaseline | None, batch: Batch, tasks: Any, stage: int) -> Tensor | None:
+    """The learned baseline's values for a batch of adaptation stage `stage` (None without one)."""
+    return None if value is None else value.predict(batch.obs, tasks, batch.mask, stage)
 
 
 def adapted_values(
@@ -231,15 +256,25 @@ def adaptation_returns(
     step_sizes: Sequence[float],
     episodes: int,
     generator: torch.Generator,
+    extra: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """MAML's test-time adaptation: undiscounted returns [k+1, T, E] before and after each of the k = len(step_sizes)
-    policy-gradient steps, each step on E fresh episodes sampled with the current adapted policies."""
+    policy-gradient steps, each step on E fresh episodes sampled with the current adapted policies.
+
+    `extra` is the trained run's `TrainState.extra`: with baseline=value the inner steps use its learned baseline
+    (frozen; steps beyond training's k use its last inner stage)."""
+    value = None
+    if cfg.baseline == "value":
+        if extra is None or "value" not in extra:
+            raise ValueError("baseline=value adapts with the run's learned value baseline: pass the run state's "
+                             "`extra` (a checkpoint from before its first fit has none)")
+        value = value_baseline(cfg, sampler.family.obs_dim, tasks, extra["value"])
     returns = []
     adapted = params
-    for lr in step_sizes:
+    for j, lr in enumerate(step_sizes):
         batch = sampler.sample(policy, adapted, tasks, episodes, generator)
         returns.append(batch.returns)
-        data = prepare_batch(batch, cfg)
+        data = prepare_batch(batch, cfg, stage_values(value, batch, tasks, min(j, cfg.inner_steps - 1)))
         adapted = adapted_values(policy, adapted, data, lr, cfg)
     returns.append(sampler.sample(policy, adapted, tasks, episodes, generator).returns)
     return torch.stack(returns)
@@ -279,23 +314,33 @@ def collect(
     tasks: Any,
     cfg: MAMLConfig,
     generator: torch.Generator,
+    value: ValueBaseline | None = None,
 ) -> MetaRollouts:
-    """Sample the k inner batches and the post-update batch, adapting all tasks in between (one batched call each)."""
+    """Sample the k inner batches and the post-update batch, adapting all tasks in between (one batched call each).
+
+    With a learned `value` baseline, every batch's values are predicted before it is fitted on (then on all k + 1
+    batches at once, after the last prediction), so no baseline depends on the actions it weighs."""
     E, H = cfg.episodes_per_task, sampler.family.horizon
     pre: list[TaskData] = []
     returns: list[float] = []
     path: list[Params] = []
+    batches: list[Batch] = []
     adapted = params
-    for lr in cfg.step_sizes:
+    for j, lr in enumerate(cfg.step_sizes):
         batch = sampler.sample(policy, adapted, tasks, E, generator)
-        data = prepare_batch(batch, cfg)
+        data = prepare_batch(batch, cfg, stage_values(value, batch, tasks, j))
         pre.append(data)
+        batches.append(batch)
         returns.append(float(batch.returns.mean()))
         adapted = adapted_values(policy, adapted, data, lr, cfg)
         path.append(adapted)
     batch = sampler.sample(policy, adapted, tasks, E, generator)
-    post = prepare_batch(batch, cfg)
+    post = prepare_batch(batch, cfg, stage_values(value, batch, tasks, cfg.inner_steps))
+    batches.append(batch)
     returns.append(float(batch.returns.mean()))
+    if value is not None:
+        value.fit([(b.obs, tasks, discounted_returns(b.rew, b.mask, cfg.gamma), b.mask, j)
+                   for j, b in enumerate(batches)])
     with torch.no_grad():
         old = forward(policy, adapted, post.obs)
         old = PolicyOutput(old.mean.detach(), None if old.log_std is None else old.log_std.detach())
@@ -508,9 +553,14 @@ def train(
 
     def collect_step(state: TrainState, generator: torch.Generator) -> tuple[MetaRollouts, dict[str, float], int]:
         tasks = family.sample_tasks(cfg.meta_batch_size, generator)
-        rollouts = collect(sampler, policy, state.params, tasks, cfg, generator)
+        value = value_baseline(cfg, family.obs_dim, tasks, state.extra.get("value"))
+        rollouts = collect(sampler, policy, state.params, tasks, cfg, generator, value)
         steps = int(sum(d.mask.sum() for d in (*rollouts.pre, rollouts.post)))
-        return rollouts, rollout_metrics(rollouts), steps
+        metrics = rollout_metrics(rollouts)
+        if value is not None:  # the fitted baseline is part of the run's state (`iterate` carries `extra` on)
+            state.extra["value"] = value.state_dict()
+            metrics["value/loss"] = value.last_loss
+        return rollouts, metrics, steps
 
     def update_step(state: TrainState, rollouts: MetaRollouts) -> tuple[Params, Any, dict[str, float]]:
         return meta_update(policy, state.params, rollouts, cfg, state.optimizer_state)

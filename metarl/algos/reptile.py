@@ -16,7 +16,7 @@ exactly on the analytic MDP (tests/test_reptile.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -199,6 +199,7 @@ def adaptation_returns(
     step_sizes: Sequence[float],
     episodes: int,
     generator: torch.Generator,
+    extra: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Reptile's test-time adaptation, the training inner loop replayed: undiscounted returns [k+1, T, E] before and
     after each of the k = len(step_sizes) steps (same optimiser, fresh state), each on E fresh episodes."""
