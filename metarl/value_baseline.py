@@ -37,14 +37,18 @@ class ValueConfig:
     """passes over each iteration's valid steps (all stages) after the iteration has used its predictions"""
     minibatch: int = 4096
     """steps per Adam step"""
+    max_rows: int = 100_000
+    """valid steps one fit uses at most, a random subset beyond that (the fit's cost stays bounded: PointNav's
+    iteration has 80,000, the MAML paper's locomotion batches 320,000)"""
 
     def __post_init__(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ValueError(f"value.hidden needs at least one layer, all sizes >= 1, got {self.hidden}")
         if not self.lr > 0:
             raise ValueError(f"value.lr must be > 0, got {self.lr}")
-        if self.epochs < 1 or self.minibatch < 1:
-            raise ValueError(f"value.epochs and value.minibatch must be >= 1, got {self.epochs}, {self.minibatch}")
+        if min(self.epochs, self.minibatch, self.max_rows) < 1:
+            raise ValueError("value.epochs, value.minibatch and value.max_rows must be >= 1, got "
+                             f"{self.epochs}, {self.minibatch}, {self.max_rows}")
 
 
 def task_features(tasks: Any, T: int) -> Tensor:
@@ -165,8 +169,9 @@ class ValueBaseline:
 
     def fit(self, batches: Sequence[tuple[Tensor, Any, Tensor, Tensor, int]]) -> float:
         """Regress V on the discounted returns of `batches` [(obs, tasks, returns, mask, stage), …]: update the
-        running statistics, then `cfg.epochs` shuffled passes of Adam over their valid steps. Returns the last
-        pass's mean squared error in standardised units (a diagnostic: `value/loss`)."""
+        running statistics, then `cfg.epochs` shuffled passes of Adam over their valid steps (at most
+        `cfg.max_rows` of them, drawn at random). Returns the last pass's mean squared error in standardised units (a
+        diagnostic: `value/loss`)."""
         xs, ys = [], []
         for obs, tasks, returns, mask, stage in batches:
             self._check_stage(stage)
@@ -177,6 +182,9 @@ class ValueBaseline:
         x, y = torch.cat(xs), torch.cat(ys)[:, None]
         if x.shape[0] == 0:
             return float("nan")
+        if x.shape[0] > self.cfg.max_rows:
+            keep = torch.randperm(x.shape[0], generator=self.generator)[:self.cfg.max_rows]
+            x, y = x[keep], y[keep]
         self.inputs.update(x)
         self.targets.update(y)
         x = self._standardize(x)

@@ -17,6 +17,13 @@ I + α∇²V/H exactly for the unbiased estimators): its total variance, its mea
 (variance + squared bias) and the distance of its mean from the closed form in standard errors, over `--toy-batches`
 independent batches (as the PointNav table's distance to DiCE).
 
+`--value-warmup N` (default 20) adds `dice+value` and `lvc+value`: the same estimators with training's learned value
+baseline (`--baseline value`), fitted on N meta-batches at θ first and then on each measured one after its
+prediction, as in training. Their episodes are the same as everyone's (the generator is replayed); the adapted
+policies, hence the post-update episodes, differ slightly (another baseline gives another inner step). With
+normalised advantages a baseline also rescales the step (E[1/σ]), so across baselines compare `relative_variance`
+(total variance ÷ the squared norm of the mean gradient, scale-free); within one baseline the plain ratios.
+
 The last line is one JSON object with `default` (the default estimator), `default_unbiased` (as the exact tests in
 tests/test_metagrad.py establish), `variance_ratio_default_vs_lvc`, `variance_ratio_default_vs_dice` and the table.
 """
@@ -32,7 +39,7 @@ from dataclasses import fields, replace
 import torch
 
 import metarl
-from metarl.algos.maml import PRESETS, MAMLConfig, collect, meta_gradient, train
+from metarl.algos.maml import PRESETS, MAMLConfig, collect, meta_gradient, train, value_baseline
 from metarl.config import apply_overrides
 from metarl.envs import toy_mdp
 from metarl.estimators import prepare
@@ -93,6 +100,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--toy-batches", type=int, default=4000, help="toy MDP: independent batches")
     parser.add_argument("--toy-episodes", type=int, default=20, help="toy MDP: episodes per batch (inner step)")
+    parser.add_argument("--value-warmup", type=int, default=20,
+                        help="meta-batches the learned value baseline fits on before measuring (0: leave it out)")
     args = parser.parse_args()
 
     variants = estimators(args)
@@ -109,31 +118,50 @@ def main() -> None:
     state = train(cfg)  # θ after `pretrain` iterations (θ_0 for 0), from the default estimator
     session = start(cfg, state)
     sampler, params = Sampler(session.family), state.params
-    grads: dict[str, list[torch.Tensor]] = {name: [] for name in variants}
+    with_value = {f"{e}+value": {"estimator": e} for e in ("dice", "lvc")} if args.value_warmup > 0 else {}
+    value_cfg = replace(cfg, baseline="value")
+    value = None
+    if with_value:
+        value_gen = torch.Generator().manual_seed(args.seed + 1)  # the warm-up's own episodes
+        for _ in range(args.value_warmup):
+            tasks = session.family.sample_tasks(cfg.meta_batch_size, value_gen)
+            value = value or value_baseline(value_cfg, session.family.obs_dim, tasks, None)
+            collect(sampler, session.policy, params, tasks, value_cfg, value_gen, value)
+    grads: dict[str, list[torch.Tensor]] = {name: [] for name in (*variants, *with_value)}
     for r in range(args.reps):
-        rollouts = collect(sampler, session.policy, params, session.family.sample_tasks(cfg.meta_batch_size,
-                                                                                         session.generator),
-                           cfg, session.generator)
+        tasks = session.family.sample_tasks(cfg.meta_batch_size, session.generator)
+        replay = session.generator.get_state()
+        rollouts = collect(sampler, session.policy, params, tasks, cfg, session.generator)
         for name, overrides in variants.items():
             grads[name].append(flatten(meta_gradient(session.policy, params, rollouts, replace(cfg, **overrides))))
+        if with_value:
+            after = session.generator.get_state()
+            session.generator.set_state(replay)  # the same episodes, advantages from the learned baseline
+            rollouts = collect(sampler, session.policy, params, tasks, value_cfg, session.generator, value)
+            session.generator.set_state(after)
+            for name, overrides in with_value.items():
+                grads[name].append(flatten(meta_gradient(session.policy, params, rollouts,
+                                                         replace(value_cfg, **overrides))))
         print(f"meta-batch {r + 1}/{args.reps}", flush=True)
     table = summarise({k: torch.stack(v).double() for k, v in grads.items()})
     default = next(f for f in fields(MAMLConfig) if f.name == "estimator").default
-    print(f"{'estimator':>10}  {'total variance':>15}  {'÷ lvc':>7}  {'÷ dice':>7}  {'|mean − dice mean| / SE':>24}")
+    print(f"{'estimator':>10}  {'total variance':>15}  {'÷ lvc':>7}  {'÷ dice':>7}  {'|mean − dice mean| / SE':>24}  "
+          f"{'relative variance':>17}")
     for name, row in table.items():
         print(f"{name:>10}  {row['total_variance']:15.4g}  {row['ratio_vs_lvc']:7.3f}  {row['ratio_vs_dice']:7.3f}  "
-              f"{row['distance_to_dice_se']:24.2f}")
+              f"{row['distance_to_dice_se']:24.2f}  {row['relative_variance']:17.4g}")
     print(json.dumps({"family": args.family, "preset": preset, "tasks": cfg.meta_batch_size,
                       "episodes": cfg.episodes_per_task, "reps": args.reps, "pretrain": args.pretrain,
                       "default": default, "default_unbiased": UNBIASED[str(default)],
                       "variance_ratio_default_vs_lvc": table[str(default)]["ratio_vs_lvc"],
                       "variance_ratio_default_vs_dice": table[str(default)]["ratio_vs_dice"],
-                      "estimators": table, "toy": {"episodes": args.toy_episodes, "batches": args.toy_batches,
+                      "value_warmup": args.value_warmup, "estimators": table, "toy": {"episodes": args.toy_episodes, "batches": args.toy_batches,
                                                     "estimators": toy}, "load_avg": os.getloadavg()[0]}))
 
 
 def summarise(grads: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """grads[name]: [R, P] -> total variance, ratios to lvc and dice, distance of the mean to dice's mean."""
+    """grads[name]: [R, P] -> total variance, ratios to lvc and dice, distance of the mean to dice's mean, and the
+    relative variance (total variance ÷ ‖mean‖²: noise per unit of signal, independent of the gradient's scale)."""
     var = {k: float(g.var(0).sum()) for k, g in grads.items()}
     dice = grads["dice"]
     out = {}
@@ -142,7 +170,8 @@ def summarise(grads: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
         se = math.sqrt(float((g - dice).var(0).sum()) / g.shape[0]) if name != "dice" else 1.0
         out[name] = {"total_variance": var[name], "ratio_vs_lvc": var[name] / var["lvc"],
                      "ratio_vs_dice": var[name] / var["dice"],
-                     "distance_to_dice_se": float(diff.norm()) / se if name != "dice" else 0.0}
+                     "distance_to_dice_se": float(diff.norm()) / se if name != "dice" else 0.0,
+                     "relative_variance": var[name] / float(g.mean(0).square().sum())}
     return out
 
 

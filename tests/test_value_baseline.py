@@ -127,6 +127,20 @@ def test_eval_adapts_with_the_runs_value_baseline(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="learned value baseline"):
         adaptation_returns(cfg, Sampler(family), policy, params_of(policy), tasks, (0.1,), 2,
                            torch.Generator().manual_seed(0))
+    # before the first iteration there is no fit yet: no baseline, as in training's first iteration
+    fresh = adaptation_returns(cfg, Sampler(family), policy, params_of(policy), tasks, (0.1,), 2,
+                               torch.Generator().manual_seed(0), {})
+    plain = adaptation_returns(replace(cfg, baseline="none"), Sampler(family), policy, params_of(policy), tasks,
+                               (0.1,), 2, torch.Generator().manual_seed(0))
+    assert torch.equal(fresh, plain)
+
+
+def test_a_fit_uses_at_most_max_rows_steps() -> None:
+    """Beyond `max_rows` valid steps a fit draws a random subset (the statistics count only what it used)."""
+    value = ValueBaseline(ValueConfig(max_rows=50, minibatch=16), 1, 1, 1, seed=0)
+    obs, mask = torch.randn(2, 5, 10, 1), torch.ones(2, 5, 10)
+    value.fit([(obs, (torch.zeros(2),), torch.randn(2, 5, 10), mask, 0)])
+    assert int(value.targets.count) == 50
 
 
 def test_task_features_flatten_every_field() -> None:
@@ -134,7 +148,8 @@ def test_task_features_flatten_every_field() -> None:
     assert task_features(tasks, 2).tolist() == [[1.0, 3.0, 4.0], [2.0, 5.0, 6.0]]
 
 
-@pytest.mark.parametrize("flags", [["--value.lr", "0"], ["--value.epochs", "0"], ["--value.hidden"]])
+@pytest.mark.parametrize("flags", [["--value.lr", "0"], ["--value.epochs", "0"], ["--value.hidden"],
+                                   ["--value.max-rows", "0"]])
 def test_bad_value_settings_are_refused(tmp_path: Path, flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "maml", "--baseline", "value", *flags, "--run.runs-dir", str(tmp_path)]) == 2
     assert "value." in capsys.readouterr().err

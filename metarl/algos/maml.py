@@ -262,13 +262,13 @@ def adaptation_returns(
     policy-gradient steps, each step on E fresh episodes sampled with the current adapted policies.
 
     `extra` is the trained run's `TrainState.extra`: with baseline=value the inner steps use its learned baseline
-    (frozen; steps beyond training's k use its last inner stage)."""
+    (frozen; steps beyond training's k use its last inner stage; none yet before the first iteration, as there)."""
     value = None
     if cfg.baseline == "value":
-        if extra is None or "value" not in extra:
+        if extra is None:
             raise ValueError("baseline=value adapts with the run's learned value baseline: pass the run state's "
-                             "`extra` (a checkpoint from before its first fit has none)")
-        value = value_baseline(cfg, sampler.family.obs_dim, tasks, extra["value"])
+                             "`extra` (TrainState.extra, a checkpoint's state['extra'])")
+        value = value_baseline(cfg, sampler.family.obs_dim, tasks, extra.get("value"))
     returns = []
     adapted = params
     for j, lr in enumerate(step_sizes):
