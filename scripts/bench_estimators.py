@@ -155,8 +155,9 @@ def main() -> None:
                       "default": default, "default_unbiased": UNBIASED[str(default)],
                       "variance_ratio_default_vs_lvc": table[str(default)]["ratio_vs_lvc"],
                       "variance_ratio_default_vs_dice": table[str(default)]["ratio_vs_dice"],
-                      "value_warmup": args.value_warmup, "estimators": table, "toy": {"episodes": args.toy_episodes, "batches": args.toy_batches,
-                                                    "estimators": toy}, "load_avg": os.getloadavg()[0]}))
+                      "value_warmup": args.value_warmup, "estimators": table,
+                      "toy": {"episodes": args.toy_episodes, "batches": args.toy_batches, "estimators": toy},
+                      "load_avg": os.getloadavg()[0]}))
 
 
 def summarise(grads: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
