@@ -150,8 +150,8 @@ class ValueBaseline:
         return ((x - mean) / std).clamp(-10.0, 10.0)
 
     def predict(self, obs: Tensor, tasks: Any, mask: Tensor, stage: int) -> Tensor:
-        """Values [T, E, H] (dtype of nothing in particular: float64), zero at masked steps; all zero before the
-        first fit (no baseline yet).
+        """Values [T, E, H] float64 on the mask's device, zero at masked steps; all zero before the first fit (no
+        baseline yet).
 
         Args:
             obs: [T, E, H, obs_dim]; mask: [T, E, H]; tasks: the family's task tuple for the T rows.
