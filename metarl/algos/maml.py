@@ -47,6 +47,7 @@ from metarl.estimators import (
     prepare,
     score_term,
 )
+from metarl.family import num_tasks
 from metarl.logger import Logger
 from metarl.optim import adam_ascent
 from metarl.policies import Params, PolicyOutput, forward, num_stacked, stack
@@ -221,8 +222,8 @@ def value_baseline(cfg: MAMLConfig, obs_dim: int, tasks: Any, state: Mapping[str
     when given: one stage per inner step and one for the post-update batch."""
     if cfg.baseline != "value":
         return None
-    T = int(next(iter(tasks)).shape[0])
-    value = ValueBaseline(cfg.value, obs_dim, task_features(tasks, T).shape[-1], cfg.inner_steps + 1, cfg.run.seed)
+    task_dim = task_features(tasks, num_tasks(tasks)).shape[-1]
+    value = ValueBaseline(cfg.value, obs_dim, task_dim, cfg.inner_steps + 1, cfg.run.seed)
     if state is not None:
         value.load_state_dict(state)
     return value
