@@ -17,6 +17,7 @@ Inputs and targets (discounted returns) are standardised by running statistics o
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +141,8 @@ class ValueBaseline:
         self.generator = torch.Generator().manual_seed(seed)
         self.last_loss = float("nan")
         """the last `fit`'s final-pass mean squared error (standardised units)"""
+        self.last_fit_s = 0.0
+        """the last `fit`'s wall time (`perf/value_s`: part of the sampling phase's time)"""
 
     @property
     def fitted(self) -> bool:
@@ -172,6 +175,7 @@ class ValueBaseline:
         running statistics, then `cfg.epochs` shuffled passes of Adam over their valid steps (at most
         `cfg.max_rows` of them, drawn at random). Returns the last pass's mean squared error in standardised units (a
         diagnostic: `value/loss`)."""
+        clock = time.perf_counter()
         xs, ys = [], []
         for obs, tasks, returns, mask, stage in batches:
             self._check_stage(stage)
@@ -202,6 +206,7 @@ class ValueBaseline:
                 total = total + mse.detach() * rows.shape[0]
             loss = total / x.shape[0]
         self.last_loss = float(loss)
+        self.last_fit_s = time.perf_counter() - clock
         return self.last_loss
 
     def _check_stage(self, stage: int) -> None:

@@ -118,7 +118,7 @@ def test_eval_adapts_with_the_runs_value_baseline(tmp_path: Path) -> None:
     payload = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert set(payload["state"]["extra"]["value"]) == {"net", "optimizer", "inputs", "targets", "generator"}
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert all("value/loss" in r and "val/return_post" in r for r in records)
+    assert all("value/loss" in r and "perf/value_s" in r and "val/return_post" in r for r in records)
     assert main(["eval", str(run_dir), "--tasks", "2", "--steps", "1", "--episodes", "2", "--quiet"]) == 0
     cfg = MAMLConfig(family="PointNav-v0", baseline="value")
     family = metarl.make(cfg.family)

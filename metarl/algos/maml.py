@@ -561,6 +561,7 @@ def train(
         if value is not None:  # the fitted baseline is part of the run's state (`iterate` carries `extra` on)
             state.extra["value"] = value.state_dict()
             metrics["value/loss"] = value.last_loss
+            metrics["perf/value_s"] = value.last_fit_s
         return rollouts, metrics, steps
 
     def update_step(state: TrainState, rollouts: MetaRollouts) -> tuple[Params, Any, dict[str, float]]:
