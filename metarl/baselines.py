@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from metarl.logger import Logger
 from metarl.optim import adam_ascent
 from metarl.policies import ACTIVATIONS, GaussianMLP, Params, PolicyOutput, forward
 from metarl.registry import FamilySpec
+from metarl.returns import discounted_returns
 from metarl.sampler import Sampler, SamplerProtocol
 from metarl.training import OnIteration, TrainState, iterate, start
 from metarl.trpo import trpo_step
@@ -135,10 +136,17 @@ def multitask_train(cfg: MAMLConfig, logger: Logger | None = None, on_iteration:
     family, policy, sampler = session.family, session.policy, Sampler(session.family, session.backend)
 
     def collect(state: TrainState, generator: torch.Generator) -> tuple[Any, dict[str, float], int]:
-        batch = sampler.sample(policy, state.params, family.sample_tasks(cfg.meta_batch_size, generator),
-                               cfg.episodes_per_task, generator)
-        data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages)
-        return data, {"meta/return_pre": float(batch.returns.mean())}, batch.num_steps
+        tasks = family.sample_tasks(cfg.meta_batch_size, generator)
+        batch = sampler.sample(policy, state.params, tasks, cfg.episodes_per_task, generator)
+        value = maml.value_baseline(cfg, family.obs_dim, tasks, state.extra.get("value"))
+        data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages,
+                       values=maml.stage_values(value, batch, tasks, 0))
+        metrics = {"meta/return_pre": float(batch.returns.mean())}
+        if value is not None:  # as MAML's: predicted before it is fitted on this batch, its state in the run's
+            value.fit([(batch.obs, tasks, discounted_returns(batch.rew, batch.mask, cfg.gamma), batch.mask, 0)])
+            state.extra["value"] = value.state_dict()
+            metrics |= {"value/loss": value.last_loss, "perf/value_s": value.last_fit_s}
+        return data, metrics, batch.num_steps
 
     def update(state: TrainState, data: Any) -> tuple[Params, dict[str, Any] | None, dict[str, float]]:
         return _joint_update(policy, state.params, data, cfg, state.optimizer_state)
@@ -175,7 +183,8 @@ def ppo_step_sizes(cfg: MAMLConfig, steps: int) -> tuple[float, ...]:
 
 
 def ppo_adaptation_returns(cfg: MAMLConfig, sampler: SamplerProtocol, policy: nn.Module, params: Params, tasks: Any,
-                           step_sizes: tuple[float, ...], episodes: int, generator: torch.Generator) -> Tensor:
+                           step_sizes: tuple[float, ...], episodes: int, generator: torch.Generator,
+                           extra: Mapping[str, Any] | None = None) -> Tensor:
     """SB3 PPO fine-tuned from `params` on each task separately; returns [k+1, T, E] like every adaptation operator.
 
     Update j (learning rate `step_sizes[j]`) collects E·H env steps on `TaskEnv(family, task)` (n_steps = E·H, so

@@ -85,11 +85,15 @@ def test_baseline_table_uses_the_same_adaptation_as_maml() -> None:
     assert BASELINES["baseline-random"].defaults == {"run.iterations": 0}
 
 
+@pytest.mark.parametrize("value", [False, True], ids=["linear", "value-baseline"])
 @pytest.mark.parametrize("name", ["random", "pretrained", "oracle"])
-def test_baseline_command_trains_and_evaluates(tmp_path: Path, name: str) -> None:
+def test_baseline_command_trains_and_evaluates(tmp_path: Path, name: str, value: bool) -> None:
+    """Also with the learned value baseline (`--baseline value`): joint training fits it as MAML does, and the
+    evaluation adapts with it (a random policy's run has none yet: no baseline, as MAML's first iteration)."""
     runs = tmp_path / "runs"
     try:
-        assert main(["baseline", name, *TINY, "--run.iterations", "2", "--run.runs-dir", str(runs)]) == 0
+        assert main(["baseline", name, *TINY, "--run.iterations", "2", "--run.runs-dir", str(runs),
+                     *(["--baseline", "value"] if value else [])]) == 0
     finally:
         if name == "oracle" and oracle_id("PointNav-v0") in {s.id for s in registry.registered()}:
             registry.unregister(oracle_id("PointNav-v0"))
@@ -100,6 +104,7 @@ def test_baseline_command_trains_and_evaluates(tmp_path: Path, name: str) -> Non
     assert [s["step"] for s in record["summary"]] == [0, 1] and record["protocol"]["step_sizes"] == [0.1]
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert checkpoint["state"]["iteration"] == (0 if name == "random" else 2)  # random: no training, ever
+    assert ("value" in checkpoint["state"]["extra"]) == (value and name != "random")
     # every baseline meets the same seeded test tasks (here: the MAML runs' with --run.seed 0)
     assert torch.tensor(record["tasks"]["goal"]).shape == (3, 2)
 
