@@ -42,3 +42,17 @@ def test_the_probe_measures_the_learned_baseline(load_script, monkeypatch, capsy
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["baselines"] == ["learned", "linear"] and result["warmup"] == 2
     assert {"dice Hv | learned", "lvc Hv | learned", "gradient | learned"} <= set(result["ratio_vs_linear"])
+
+
+def test_the_step_probe_compares_both_baselines_from_the_same_theta(load_script, monkeypatch, capsys) -> None:
+    """scripts/probe_value_step.py on a tiny budget: both baselines start from the same θ (equal returns before the
+    step) and each α gives a row."""
+    import json
+    probe = load_script("probe_value_step")
+    monkeypatch.setattr("sys.argv", ["probe", "--pretrain", "1", "--warmup", "2", "--tasks", "2", "--alphas", "0.1",
+                                     "0.2"])
+    probe.main()
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["alpha"] for r in result["rows"]] == [0.1, 0.2]
+    for row in result["rows"]:
+        assert row["linear"][0] == row["value"][0] and len(row["value"]) == 2
