@@ -12,6 +12,11 @@ their *Hessians*, which is what second-order MAML differentiates (notes/metagrad
 | ``lvc`` | per-step ratio (ProMP): drops cross-time score products | biased ∇²V, low variance |
 | ``naive`` | REINFORCE `log π·A`: drops every score product | nothing: the peers' bug |
 
+Every one of them reads the advantages `prepare` computes, so each takes any state baseline that does not depend on
+the episode it is applied to: the cross-fitted linear one, or the learned V(s, t, task, stage) of
+`metarl.value_baseline` (`--baseline value`, TMAML's learned control variate: Liu, Socher & Xiong 2019, ICML), which
+enters Loaded-DiCE at every order in the form of Mao et al. 2019 and keeps `dice`/`dice_cv` unbiased for ∇²V.
+
 `emaml` is not an inner surrogate but a meta-objective: the naive inner step (the sampled step is a deterministic map
 given the samples) plus the score term (V̂(θ′) − c)·Σ log π_θ over the pre-update actions, unbiased for formulation
 II (E-MAML / Al-Shedivat et al.; metagrad.md §1.3).
