@@ -39,7 +39,8 @@ class TrainState:
     optimizer_state: dict[str, Any] | None = None
     env_steps: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-    """algorithm-specific state (e.g. ES-MAML's observation statistics)"""
+    """algorithm-specific state that evolves with the run (MAML's learned value baseline under "value"): an
+    algorithm's collect step updates it in place, `iterate` carries it to the next state, checkpoints copy it"""
 
 
 OnIteration = Callable[[TrainState, dict[str, float]], None]
