@@ -35,10 +35,10 @@ from metarl.logger import Logger
 from metarl.optim import adam_ascent
 from metarl.policies import ACTIVATIONS, GaussianMLP, Params, PolicyOutput, forward
 from metarl.registry import FamilySpec
-from metarl.returns import discounted_returns
 from metarl.sampler import Sampler, SamplerProtocol
 from metarl.training import OnIteration, TrainState, iterate, start
 from metarl.trpo import trpo_step
+from metarl.value_baseline import fit_stages, for_run, keep_in_state, stage_values
 
 
 # ----------------------------------------------------------------------------------------------- oracle family
@@ -138,14 +138,13 @@ def multitask_train(cfg: MAMLConfig, logger: Logger | None = None, on_iteration:
     def collect(state: TrainState, generator: torch.Generator) -> tuple[Any, dict[str, float], int]:
         tasks = family.sample_tasks(cfg.meta_batch_size, generator)
         batch = sampler.sample(policy, state.params, tasks, cfg.episodes_per_task, generator)
-        value = maml.value_baseline(cfg, family.obs_dim, tasks, state.extra.get("value"))
+        value = for_run(cfg, family.obs_dim, tasks, state.extra.get("value"))
         data = prepare(batch, cfg.gamma, cfg.gae_lambda, cfg.baseline, cfg.normalize_advantages,
-                       values=maml.stage_values(value, batch, tasks, 0))
+                       values=stage_values(value, batch, tasks, 0))
         metrics = {"meta/return_pre": float(batch.returns.mean())}
-        if value is not None:  # as MAML's: predicted before it is fitted on this batch, its state in the run's
-            value.fit([(batch.obs, tasks, discounted_returns(batch.rew, batch.mask, cfg.gamma), batch.mask, 0)])
-            state.extra["value"] = value.state_dict()
-            metrics |= {"value/loss": value.last_loss, "perf/value_s": value.last_fit_s}
+        if value is not None:  # as MAML's: predicted before it is fitted on this batch
+            fit_stages(value, [batch], tasks, cfg.gamma)
+            metrics |= keep_in_state(value, state.extra)
         return data, metrics, batch.num_steps
 
     def update(state: TrainState, data: Any) -> tuple[Params, dict[str, Any] | None, dict[str, float]]:

@@ -20,10 +20,16 @@ import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+from metarl.family import num_tasks
+from metarl.returns import discounted_returns
+
+if TYPE_CHECKING:
+    from metarl.sampler import Batch
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ class ValueBaseline:
 
     def __init__(self, cfg: ValueConfig, obs_dim: int, task_dim: int, stages: int, seed: int) -> None:
         self.cfg, self.stages = cfg, stages
-        dim = obs_dim + 1 + task_dim + stages
+        dim = inputs = obs_dim + 1 + task_dim + stages
         torch_state = torch.random.get_rng_state()
         torch.manual_seed(seed)  # the network's initialisation depends on the seed only
         layers: list[nn.Module] = []
@@ -136,7 +142,7 @@ class ValueBaseline:
             self.net[-1].weight.zero_()
             self.net[-1].bias.zero_()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        self.inputs = RunningMoments(obs_dim + 1 + task_dim + stages)
+        self.inputs = RunningMoments(inputs)
         self.targets = RunningMoments(1)
         self.generator = torch.Generator().manual_seed(seed)
         self.last_loss = float("nan")
@@ -229,3 +235,34 @@ class ValueBaseline:
         self.inputs.load_state_dict(state["inputs"])
         self.targets.load_state_dict(state["targets"])
         self.generator.set_state(state["generator"])
+
+
+# ----------------------------------------------------------------------------------------------- in a training run
+def for_run(cfg: Any, obs_dim: int, tasks: Any, state: Mapping[str, Any] | None) -> ValueBaseline | None:
+    """The learned baseline of a MAML config (`baseline`, `value`, `inner_steps`, `run.seed`) with baseline=value,
+    None otherwise; restored from `state` (`TrainState.extra["value"]`) when given. One stage per inner step and one
+    for the post-update batch."""
+    if cfg.baseline != "value":
+        return None
+    task_dim = task_features(tasks, num_tasks(tasks)).shape[-1]
+    value = ValueBaseline(cfg.value, obs_dim, task_dim, cfg.inner_steps + 1, cfg.run.seed)
+    if state is not None:
+        value.load_state_dict(state)
+    return value
+
+
+def stage_values(value: ValueBaseline | None, batch: Batch, tasks: Any, stage: int) -> Tensor | None:
+    """The learned baseline's values for a batch of adaptation stage `stage` (None without one)."""
+    return None if value is None else value.predict(batch.obs, tasks, batch.mask, stage)
+
+
+def fit_stages(value: ValueBaseline, batches: Sequence[Batch], tasks: Any, gamma: float) -> None:
+    """Fit on an iteration's batches, batch j being stage j, once all of them have been predicted."""
+    value.fit([(b.obs, tasks, discounted_returns(b.rew, b.mask, gamma), b.mask, j) for j, b in enumerate(batches)])
+
+
+def keep_in_state(value: ValueBaseline, extra: dict[str, Any]) -> dict[str, float]:
+    """Store the fitted baseline in the run state's `extra` (`iterate` carries it on, checkpoints copy it) and return
+    its metrics (`value/loss`, `perf/value_s`)."""
+    extra["value"] = value.state_dict()
+    return {"value/loss": value.last_loss, "perf/value_s": value.last_fit_s}

@@ -18,10 +18,11 @@ from dataclasses import replace
 
 import torch
 
-from metarl.algos.maml import PRESETS, MAMLConfig, adaptation_returns, collect, train, value_baseline
+from metarl.algos.maml import PRESETS, MAMLConfig, adaptation_returns, collect, train
 from metarl.config import apply_overrides
 from metarl.sampler import Sampler
 from metarl.training import start
+from metarl.value_baseline import for_run
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
     value = None
     for _ in range(args.warmup):
         tasks = family.sample_tasks(cfg.meta_batch_size, generator)
-        value = value or value_baseline(value_cfg, family.obs_dim, tasks, None)
+        value = value or for_run(value_cfg, family.obs_dim, tasks, None)
         collect(sampler, policy, theta, tasks, value_cfg, generator, value)
     extra = {"value": value.state_dict()} if value is not None else {}
     held_out = family.sample_tasks(args.tasks, torch.Generator().manual_seed(args.seed + 2))

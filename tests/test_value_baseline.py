@@ -12,13 +12,20 @@ import torch
 from test_train_cli import assert_resume_continues_exactly, train
 
 import metarl
-from metarl.algos.maml import MAMLConfig, adaptation_returns, collect, prepare_batch, value_baseline
+from metarl.algos.maml import MAMLConfig, adaptation_returns, collect, prepare_batch
 from metarl.cli import main
 from metarl.config import build_policy
 from metarl.policies import params_of
 from metarl.returns import discounted_returns
 from metarl.sampler import Sampler
-from metarl.value_baseline import RunningMoments, ValueBaseline, ValueConfig, step_features, task_features
+from metarl.value_baseline import (
+    RunningMoments,
+    ValueBaseline,
+    ValueConfig,
+    for_run,
+    step_features,
+    task_features,
+)
 
 
 def test_running_moments_equal_the_moments_of_all_rows() -> None:
@@ -89,13 +96,13 @@ def test_collect_predicts_each_batch_before_fitting_on_it() -> None:
     sampler = Sampler(family)
     g = torch.Generator().manual_seed(0)
     tasks = family.sample_tasks(cfg.meta_batch_size, g)
-    value = value_baseline(cfg, family.obs_dim, tasks, None)
+    value = for_run(cfg, family.obs_dim, tasks, None)
     collect(sampler, policy, params, tasks, cfg, g, value)  # a first fit, so the baseline is not zero
     before = value.state_dict()
     g_copy = torch.Generator()
     g_copy.set_state(g.get_state())
     rollouts = collect(sampler, policy, params, tasks, cfg, g, value)
-    frozen = value_baseline(cfg, family.obs_dim, tasks, before)
+    frozen = for_run(cfg, family.obs_dim, tasks, before)
     pre = sampler.sample(policy, params, tasks, cfg.episodes_per_task, g_copy)  # the same episodes again
     expected = prepare_batch(pre, cfg, frozen.predict(pre.obs, tasks, pre.mask, 0))
     torch.testing.assert_close(rollouts.pre[0].adv, expected.adv, rtol=0, atol=0)
@@ -110,7 +117,7 @@ def test_training_with_the_value_baseline_resumes_exactly(tmp_path: Path) -> Non
     assert_resume_continues_exactly(tmp_path, "maml", "--baseline", "value", "--estimator", "dice")
 
 
-def test_eval_adapts_with_the_runs_value_baseline(tmp_path: Path) -> None:
+def test_eval_adapts_with_the_runs_for_run(tmp_path: Path) -> None:
     """The checkpoint carries the fitted baseline; `metarl eval` adapts with it, and adapting without it is a clear
     error rather than a silent switch to another baseline."""
     run_dir = train(tmp_path, "maml", "--baseline", "value", "--run.validate-every", "1",

@@ -47,15 +47,13 @@ from metarl.estimators import (
     prepare,
     score_term,
 )
-from metarl.family import num_tasks
 from metarl.logger import Logger
 from metarl.optim import adam_ascent
 from metarl.policies import Params, PolicyOutput, forward, num_stacked, stack
-from metarl.returns import discounted_returns
 from metarl.sampler import Batch, Sampler, SamplerProtocol
 from metarl.training import OnIteration, TrainState, iterate, start
 from metarl.trpo import ObjectiveProblem, TRPOConfig, TrustRegionProblem, flatten, kl_hvp, trpo_step, unflatten
-from metarl.value_baseline import ValueBaseline, ValueConfig, task_features
+from metarl.value_baseline import ValueBaseline, ValueConfig, fit_stages, for_run, keep_in_state, stage_values
 
 
 @dataclass(frozen=True)
@@ -217,23 +215,6 @@ def prepare_batch(batch: Batch, cfg: MAMLConfig, values: Tensor | None = None) -
                    values)
 
 
-def value_baseline(cfg: MAMLConfig, obs_dim: int, tasks: Any, state: Mapping[str, Any] | None) -> ValueBaseline | None:
-    """The learned baseline for baseline=value (None otherwise), restored from `state` (`TrainState.extra["value"]`)
-    when given: one stage per inner step and one for the post-update batch."""
-    if cfg.baseline != "value":
-        return None
-    task_dim = task_features(tasks, num_tasks(tasks)).shape[-1]
-    value = ValueBaseline(cfg.value, obs_dim, task_dim, cfg.inner_steps + 1, cfg.run.seed)
-    if state is not None:
-        value.load_state_dict(state)
-    return value
-
-
-def stage_values(value: ValueBaseline | None, batch: Batch, tasks: Any, stage: int) -> Tensor | None:
-    """The learned baseline's values for a batch of adaptation stage `stage` (None without one)."""
-    return None if value is None else value.predict(batch.obs, tasks, batch.mask, stage)
-
-
 def adapted_values(
     policy: nn.Module, params: Params, data: TaskData, lr: float, cfg: MAMLConfig
 ) -> Params:
@@ -269,7 +250,7 @@ def adaptation_returns(
         if extra is None:
             raise ValueError("baseline=value adapts with the run's learned value baseline: pass the run state's "
                              "`extra` (TrainState.extra, a checkpoint's state['extra'])")
-        value = value_baseline(cfg, sampler.family.obs_dim, tasks, extra.get("value"))
+        value = for_run(cfg, sampler.family.obs_dim, tasks, extra.get("value"))
     returns = []
     adapted = params
     for j, lr in enumerate(step_sizes):
@@ -340,8 +321,7 @@ def collect(
     batches.append(batch)
     returns.append(float(batch.returns.mean()))
     if value is not None:
-        value.fit([(b.obs, tasks, discounted_returns(b.rew, b.mask, cfg.gamma), b.mask, j)
-                   for j, b in enumerate(batches)])
+        fit_stages(value, batches, tasks, cfg.gamma)
     with torch.no_grad():
         old = forward(policy, adapted, post.obs)
         old = PolicyOutput(old.mean.detach(), None if old.log_std is None else old.log_std.detach())
@@ -554,14 +534,12 @@ def train(
 
     def collect_step(state: TrainState, generator: torch.Generator) -> tuple[MetaRollouts, dict[str, float], int]:
         tasks = family.sample_tasks(cfg.meta_batch_size, generator)
-        value = value_baseline(cfg, family.obs_dim, tasks, state.extra.get("value"))
+        value = for_run(cfg, family.obs_dim, tasks, state.extra.get("value"))
         rollouts = collect(sampler, policy, state.params, tasks, cfg, generator, value)
         steps = int(sum(d.mask.sum() for d in (*rollouts.pre, rollouts.post)))
         metrics = rollout_metrics(rollouts)
-        if value is not None:  # the fitted baseline is part of the run's state (`iterate` carries `extra` on)
-            state.extra["value"] = value.state_dict()
-            metrics["value/loss"] = value.last_loss
-            metrics["perf/value_s"] = value.last_fit_s
+        if value is not None:
+            metrics |= keep_in_state(value, state.extra)
         return rollouts, metrics, steps
 
     def update_step(state: TrainState, rollouts: MetaRollouts) -> tuple[Params, Any, dict[str, float]]:
