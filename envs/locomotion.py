@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from metarl.camera import Camera
-from metarl.family import MujocoFamily, check_range, random_sign, uniform
+from metarl.family import MujocoFamily, MujocoVecEnv, check_range, random_sign, uniform
 from metarl.registry import FamilySpec
 from metarl.sim import Simulator
 
@@ -79,6 +79,47 @@ def control_cost(action: Tensor, weight: float) -> Tensor:
 RLLAB_QPOS_NOISE, RLLAB_QVEL_NOISE = 0.01, 0.1
 """rllab's MujocoEnv reset: qpos0 + 0.01·N(0, 1), qvel0 + 0.1·N(0, 1)."""
 
+RLLAB_ANT_SOLIMP = (0.8, 0.8, 0.01)
+"""rllab's ant.xml sets this solimp for every geom (MuJoCo's default: 0.9 0.95 0.001); its solref is the default."""
+
+TORSO_COMVEL, TORSO_COM, TORSO_AXES = slice(0, 3), slice(3, 6), slice(6, 15)
+"""Where `add_torso_sensors` puts the torso's readings in `sensordata` (columns)."""
+
+
+def check_rllab(rllab: object) -> bool:
+    """The `rllab` family kwarg as a bool (command-line kwargs arrive as 0.0 / 1.0); anything else is an error."""
+    if not isinstance(rllab, bool) and rllab not in (0, 1):
+        raise ValueError(f"rllab must be true or false, got {rllab!r}")
+    return bool(rllab)
+
+
+def add_torso_sensors(spec: mujoco.MjSpec, axes: bool = False) -> None:
+    """Sensors for rllab's readings of the torso, in `sensordata` columns `TORSO_COMVEL` (the torso subtree's COM
+    velocity: rllab's `get_body_comvel`, bodies' COM velocities mass-weighted over the subtree), `TORSO_COM` (its
+    COM: `get_body_com`) and, with `axes`, `TORSO_AXES` (the body frame's x, y, z axes, the columns of
+    `get_body_xmat`; `torso_xmat` turns them into its rows)."""
+    kinds = [(mujoco.mjtSensor.mjSENS_SUBTREELINVEL, mujoco.mjtObj.mjOBJ_BODY),
+             (mujoco.mjtSensor.mjSENS_SUBTREECOM, mujoco.mjtObj.mjOBJ_BODY)]
+    if axes:  # XBODY: the body frame (xmat), not the inertial frame (ximat)
+        kinds += [(kind, mujoco.mjtObj.mjOBJ_XBODY) for kind in (
+            mujoco.mjtSensor.mjSENS_FRAMEXAXIS, mujoco.mjtSensor.mjSENS_FRAMEYAXIS, mujoco.mjtSensor.mjSENS_FRAMEZAXIS)]
+    for kind, objtype in kinds:
+        spec.add_sensor(type=kind, objtype=objtype, objname="torso")
+
+
+def torso_xmat(sensordata: Tensor) -> Tensor:
+    """float64 [N, 9]: the torso's rotation matrix row-major (rllab's `get_body_xmat("torso").flat`) from the axis
+    sensors of `add_torso_sensors` (float64 [N, nsensordata]), which hold its columns."""
+    return sensordata[:, TORSO_AXES].reshape(-1, 3, 3).transpose(1, 2).flatten(1)
+
+
+def rllab_initial_state(init_qpos: Tensor, init_qvel: Tensor, n: int,
+                        generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """float64 qpos [n, nq], qvel [n, nv]: rllab's reset, qpos0 + 0.01·N(0, 1), qvel0 + 0.1·N(0, 1)."""
+    qpos = init_qpos + RLLAB_QPOS_NOISE * torch.randn(n, init_qpos.numel(), generator=generator, dtype=torch.float64)
+    qvel = init_qvel + RLLAB_QVEL_NOISE * torch.randn(n, init_qvel.numel(), generator=generator, dtype=torch.float64)
+    return qpos, qvel
+
 
 class CheetahFamily(MujocoFamily):
     """HalfCheetah (Gymnasium HalfCheetah-v5 model and observation: qpos[1:], qvel; 17-D obs, 6-D action).
@@ -108,9 +149,7 @@ class CheetahFamily(MujocoFamily):
 
     def __init__(self, spec: FamilySpec, ctrl_cost_weight: float = 0.05, reset_noise_scale: float = 0.1,
                  frame_skip: int | None = None, rllab: bool = False) -> None:
-        if not isinstance(rllab, bool) and rllab not in (0, 1):  # command-line kwargs may arrive as 0.0 / 1.0
-            raise ValueError(f"rllab must be true or false, got {rllab!r}")
-        self.rllab = bool(rllab)
+        self.rllab = check_rllab(rllab)
         super().__init__(spec, reset_noise_scale=reset_noise_scale, frame_skip=frame_skip)
         self.ctrl_cost_weight = ctrl_cost_weight
         if self.rllab:
@@ -121,28 +160,23 @@ class CheetahFamily(MujocoFamily):
         if not self.rllab:
             return super().load_model()
         spec = mujoco.MjSpec.from_file(str(self.xml))
-        # sensordata[:, 0:3]: the torso subtree's COM velocity; [:, 3:6]: its COM (rllab's body_comvels, com_subtree)
-        for kind in (mujoco.mjtSensor.mjSENS_SUBTREELINVEL, mujoco.mjtSensor.mjSENS_SUBTREECOM):
-            spec.add_sensor(type=kind, objtype=mujoco.mjtObj.mjOBJ_BODY, objname="torso")
+        add_torso_sensors(spec)
         return spec.compile()
 
     def initial_state(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         if not self.rllab:
             return super().initial_state(n, generator)
-        nq, nv = self.init_qpos.numel(), self.init_qvel.numel()
-        qpos = self.init_qpos + RLLAB_QPOS_NOISE * torch.randn(n, nq, generator=generator, dtype=torch.float64)
-        qvel = self.init_qvel + RLLAB_QVEL_NOISE * torch.randn(n, nv, generator=generator, dtype=torch.float64)
-        return qpos, qvel
+        return rllab_initial_state(self.init_qpos, self.init_qvel, n, generator)
 
     def observe(self, sim: Simulator) -> Tensor:
         if not self.rllab:
             return super().observe(sim)
-        return torch.cat([sim.obs_state[:, self.obs_skip :], sim.sensordata()[:, 3:6]], dim=1)
+        return torch.cat([sim.obs_state[:, self.obs_skip :], sim.sensordata()[:, TORSO_COM]], dim=1)
 
     def x_velocity(self, sim: Simulator, x_before: Tensor) -> Tensor:
         if not self.rllab:
             return super().x_velocity(sim, x_before)
-        return sim.sensordata()[:, 0]
+        return sim.sensordata()[:, TORSO_COMVEL][:, 0]
 
 
 class AntFamily(MujocoFamily):
@@ -161,6 +195,19 @@ class AntFamily(MujocoFamily):
         reset_noise_scale: Gymnasium's reset noise.
         frame_skip: physics substeps (0.01 s each) per env step: Gymnasium's 5 by default; the MAML paper's rllab
             ant stepped 0.02 s (`frame_skip=2`).
+        rllab: the env of the MAML paper's code instead (rllab's MujocoEnv and its `ant_env_rand*.py`), in the ways
+            it differs from Gymnasium's Ant-v5 on the same bodies:
+            - forward velocity: the torso subtree's (the whole ant's) centre-of-mass velocity at the new state
+              (rllab's `get_body_comvel("torso")`), where Gymnasium differentiates the torso's position;
+            - observation (125-D): the full qpos (x and y included), qvel, clip(cfrc_ext, −1, 1) of every body
+              (the world's included), the torso's rotation matrix and the torso subtree's COM, with the contact
+              forces at the new state (MuJoCo 1.x's `mj_forward`, which rllab ran after each step, computed them);
+            - reset: the MJCF's standing pose (`init_qpos`: torso at 0.55 m, ankles bent) + 0.01·N(0, 1), qvel
+              0.1·N(0, 1), where Gymnasium starts from qpos0 (torso at 0.75 m, legs flat) + U(±0.1);
+            - physics: rllab's ant.xml: one RK4 step of the whole env step (its 0.02 s; here 0.01·frame_skip s)
+              instead of `frame_skip` steps of 0.01 s, and softer contacts (every geom's solimp 0.8 0.8 0.01,
+              MuJoCo's default being 0.9 0.95 0.001). Its motors (ctrlrange ±150, gear 1, actions scaled by
+              rllab's `normalize`) apply the same torques as Gymnasium's (ctrlrange ±1, gear 150).
     """
 
     xml: ClassVar[Path] = ASSETS / "ant.xml"
@@ -179,21 +226,61 @@ class AntFamily(MujocoFamily):
         terminate_when_unhealthy: bool = True,
         reset_noise_scale: float = 0.1,
         frame_skip: int | None = None,
+        rllab: bool = False,
     ) -> None:
+        self.rllab = check_rllab(rllab)
+        if self.rllab and not contact_obs:
+            raise ValueError("rllab=True observes the contact forces (rllab's ant did): leave contact_obs on")
         super().__init__(spec, reset_noise_scale=reset_noise_scale, frame_skip=frame_skip)
         self.ctrl_cost_weight = ctrl_cost_weight
         self.contact_cost_weight = contact_cost_weight
         self.survive_reward = survive_reward
         self.contact_obs = contact_obs
         self.terminate_when_unhealthy = terminate_when_unhealthy
-        if contact_obs:
+        if self.rllab:
+            self.frame_skip = 1  # load_model made the model's time step the whole env step
+            self.current = True  # sensors and contact forces read at the new state
+            self.init_qpos = torch.as_tensor(self.model.numeric("init_qpos").data, dtype=torch.float64).clone()
+            self.obs_dim = self.model.nq + self.model.nv + self.model.nbody * 6 + 9 + 3
+        elif contact_obs:
             self.obs_dim += (self.model.nbody - 1) * 6
+
+    def load_model(self) -> mujoco.MjModel:
+        if not self.rllab:
+            return super().load_model()
+        spec = mujoco.MjSpec.from_file(str(self.xml))
+        spec.option.timestep *= self.frame_skip  # rllab's ant.xml: one RK4 step of 0.02 s per env step
+        for geom in spec.geoms:
+            geom.solimp[:3] = RLLAB_ANT_SOLIMP
+        add_torso_sensors(spec, axes=True)
+        return spec.compile()
+
+    def make_env(self, num_envs: int, backend: str = "cpu") -> MujocoVecEnv:
+        if self.rllab and backend != "cpu":
+            # the contact forces at the new state take a whole forward pass on a copy of each simulation (`current`
+            # in metarl.sim); MJWarp's worlds have no such copy, and a forward pass on them is not built
+            raise ValueError(f"the Ant's rllab=True runs on the cpu backend only, not {backend!r}")
+        return super().make_env(num_envs, backend)
+
+    def initial_state(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        if not self.rllab:
+            return super().initial_state(n, generator)
+        return rllab_initial_state(self.init_qpos, self.init_qvel, n, generator)
+
+    def x_velocity(self, sim: Simulator, x_before: Tensor) -> Tensor:
+        if not self.rllab:
+            return super().x_velocity(sim, x_before)
+        return sim.sensordata()[:, TORSO_COMVEL][:, 0]
 
     def x_position(self, sim: Simulator) -> Tensor:
         # Ant-v5 differentiates the torso's xpos (not qpos): after an RK4 step it is the last intermediate stage
         return sim.body_xpos()[:, 1, 0]
 
     def observe(self, sim: Simulator) -> Tensor:
+        if self.rllab:
+            sensors = sim.sensordata()
+            forces = sim.contact_forces().clamp(-1.0, 1.0).flatten(1)
+            return torch.cat([sim.obs_state, forces, torso_xmat(sensors), sensors[:, TORSO_COM]], dim=1)
         state = sim.obs_state[:, self.obs_skip :]
         if not self.contact_obs:
             return state.clone()

@@ -84,8 +84,9 @@ class MujocoBatchSim:
             `body_xpos()` and `sensordata()`, whose rows must stay meaningful after masked steps.
         current: after each step, compute the position and velocity stages (and their sensors) at the new state,
             as rllab's envs did by calling `mj_forward` after `mj_step`; the next step continues from them, so in a
-            persistent batch this costs nothing and the trajectory is unchanged. Default: derived fields lag the
-            state by one substep, as `mj_step` (and Gymnasium) leaves them.
+            persistent batch this costs nothing and the trajectory is unchanged. `contact_forces()` then runs a
+            whole `mj_forward` on each simulation's copy first, so they too are the new state's. Default: derived
+            fields lag the state by one substep, as `mj_step` (and Gymnasium) leaves them.
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class MujocoBatchSim:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.model = model
         self._stage = mujoco.mjtStage.mjSTAGE_VEL if current else mujoco.mjtStage.mjSTAGE_NONE
+        self._current = current
         self.num_envs = num_envs
         self.frame_skip = frame_skip
         self.device = torch.device("cpu")
@@ -161,6 +163,8 @@ class MujocoBatchSim:
             # copy, ~13 µs for the Ant) dominates this loop.
             for i in self._cfrc_stale.tolist():
                 self._batch.get_data(i, data)
+                if self._current:  # at the new state, as MuJoCo 1.x's mj_forward (run by rllab after mj_step) left them
+                    mujoco.mj_forward(self.model, data)
                 mujoco.mj_rnePostConstraint(self.model, data)
                 self._cfrc_rows[i] = data.cfrc_ext
             self._cfrc_stale = None

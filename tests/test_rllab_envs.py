@@ -1,7 +1,8 @@
-"""`rllab=True` on the HalfCheetah families: the env of the MAML paper's code (rllab's MujocoEnv), checked against
-rllab's own algorithm written out on plain MjData, independently of the batched simulator and its sensors:
+"""`rllab=True` on the HalfCheetah and Ant families: the env of the MAML paper's code (rllab's MujocoEnv), checked
+against rllab's own algorithm written out on plain MjData, independently of the batched simulator and its sensors:
 `mj_step` × frame_skip then `mj_forward`; the velocity is rllab's `body_comvels` (each body's COM velocity from
-`mj_objectVelocity`, mass-weighted over the torso's subtree), the observation appends `com_subtree` of the torso."""
+`mj_objectVelocity`, mass-weighted over the torso's subtree), the observation appends `com_subtree` of the torso
+(the ant's also the torso's `xmat` and every body's clipped `cfrc_ext`, which MuJoCo 1.x's `mj_forward` computed)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 import metarl
 from metarl import driver
 from metarl.cli import main
-from metarl.envs.locomotion import RLLAB_QPOS_NOISE, RLLAB_QVEL_NOISE
+from metarl.envs.locomotion import ASSETS, RLLAB_QPOS_NOISE, RLLAB_QVEL_NOISE
 
 N, STEPS = 3, 40
 
@@ -130,3 +131,92 @@ def test_rllab_trains_and_resumes_from_the_command_line(tmp_path: Path) -> None:
     assert opened.payload["state"]["params"]["net.0.weight"].shape[-1] == 20  # the policy sees the 20-D observation
     main(["train", "--resume", str(run), "--run.iterations", "2"])
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+# ---------------------------------------------------------------------------------------------------- the ant
+
+
+def rllab_ant_model() -> mujoco.MjModel:
+    """rllab's ant.xml as it differs from the vendored Gymnasium one, by editing the MJCF text: one RK4 step of
+    0.02 s, solimp 0.8 0.8 0.01 in the geom default (rllab's motors, ±150 without gear, apply the same torques as
+    Gymnasium's ±1 with gear 150 once rllab's `normalize` scales the actions)."""
+    xml = (ASSETS / "ant.xml").read_text()
+    edited = xml.replace('timestep="0.01"', 'timestep="0.02"').replace(
+        '<geom conaffinity="0" condim="3"', '<geom solimp=".8 .8 .01" conaffinity="0" condim="3"')
+    assert edited.count("0.02") == xml.count("0.02") + 1 and 'solimp=".8 .8 .01"' in edited
+    return mujoco.MjModel.from_xml_string(edited)
+
+
+def rllab_ant_rollout(qpos: np.ndarray, qvel: np.ndarray, actions: np.ndarray) -> dict[str, np.ndarray]:
+    """rllab's AntEnvRand on plain MjData: observations [T, N, 125], COM velocities [T, N], contact costs [T, N],
+    torso heights [T, N] from the given states and actions (in the bounds: the sampler clips them, as rllab's
+    normalize did)."""
+    model = rllab_ant_model()
+    torso = model.body("torso").id
+    steps, n = actions.shape[:2]
+    out = {"obs": np.zeros((steps, n, 125)), "vel": np.zeros((steps, n)), "contact": np.zeros((steps, n)),
+           "z": np.zeros((steps, n))}
+    for i in range(n):
+        data = mujoco.MjData(model)
+        data.qpos[:], data.qvel[:] = qpos[i], qvel[i]
+        mujoco.mj_forward(model, data)
+        for t, action in enumerate(actions[:, i]):
+            data.ctrl[:] = action
+            mujoco.mj_step(model, data)
+            mujoco.mj_forward(model, data)
+            mujoco.mj_rnePostConstraint(model, data)  # part of MuJoCo 1.x's mj_forward
+            forces = np.clip(data.cfrc_ext, -1.0, 1.0)
+            out["obs"][t, i] = np.concatenate([data.qpos, data.qvel, forces.ravel(), data.xmat[torso],
+                                               data.subtree_com[torso]])
+            out["vel"][t, i] = rllab_comvel(model, data, torso)[0]
+            out["contact"][t, i] = np.square(forces).sum()
+            out["z"][t, i] = data.qpos[2]
+    return out
+
+
+@pytest.mark.parametrize("family_id", ["AntVel-v0", "AntDir-v0"])
+def test_rllab_ant_is_rllabs_env_step_for_step(family_id: str) -> None:
+    family = metarl.make(family_id, rllab=True, frame_skip=2)
+    env = family.make_env(N)
+    assert family.obs_dim == 125 and env.sim.dt == pytest.approx(0.02)
+    tasks = family.sample_tasks(N, torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    init = rllab_ant_model().numeric("init_qpos").data  # rllab starts from the MJCF's standing pose
+    qpos = init + 0.01 * rng.standard_normal((N, family.model.nq))
+    qvel = 0.1 * rng.standard_normal((N, family.model.nv))
+    actions = rng.uniform(-1.0, 1.0, (STEPS, N, family.act_dim))
+    ref = rllab_ant_rollout(qpos, qvel, actions)
+    assert np.abs(ref["obs"][:, :, 29:113]).max() > 0.5  # the contact forces are in play
+    env.set_state(torch.from_numpy(qpos), torch.from_numpy(qvel))
+    for t in range(STEPS):
+        out = env.step(tasks, torch.from_numpy(actions[t]))
+        np.testing.assert_allclose(out.obs.numpy(), ref["obs"][t], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(out.info["x_velocity"].numpy(), ref["vel"][t], rtol=0, atol=1e-12)
+        costs = 0.005 * np.square(actions[t]).sum(-1) + 5e-4 * ref["contact"][t] - 0.05
+        if family_id == "AntVel-v0":  # −|v_com − v*| + 1 − costs
+            expected = -np.abs(ref["vel"][t] - tasks.goal_vel.numpy()) + 1.0 - costs
+        else:  # d·v_com − costs
+            expected = tasks.direction.numpy() * ref["vel"][t] - costs
+        np.testing.assert_allclose(out.reward.numpy(), expected, rtol=0, atol=1e-12)
+        healthy = (ref["z"][t] >= 0.2) & (ref["z"][t] <= 1.0)
+        np.testing.assert_array_equal(out.terminated.numpy(), ~healthy)
+
+
+def test_rllab_ant_reset_is_the_standing_pose_with_rllabs_noise() -> None:
+    family = metarl.make("AntVel-v0", rllab=True)
+    assert family.init_qpos[2].item() == 0.55 and family.init_qpos[8].item() == 1.0  # torso 0.55 m, ankle bent
+    qpos, qvel = family.initial_state(20_000, torch.Generator().manual_seed(0))
+    noise = qpos - family.init_qpos
+    assert abs(noise.std().item() / RLLAB_QPOS_NOISE - 1) < 4 / (2 * noise.numel()) ** 0.5
+    assert abs(qvel.std().item() / RLLAB_QVEL_NOISE - 1) < 4 / (2 * qvel.numel()) ** 0.5
+    gym = metarl.make("AntVel-v0")
+    assert gym.init_qpos[2].item() == 0.75 and gym.obs_dim == 105  # Gymnasium's Ant-v5 is untouched
+
+
+def test_rllab_ant_rejects_what_it_cannot_honour() -> None:
+    with pytest.raises(ValueError, match="leave contact_obs on"):
+        metarl.make("AntVel-v0", rllab=True, contact_obs=False)
+    with pytest.raises(ValueError, match="cpu backend only"):
+        metarl.make("AntDir-v0", rllab=True).make_env(2, backend="warp")
+    with pytest.raises(ValueError, match="rllab must be true or false"):
+        metarl.make("AntDir-v0", rllab=2)
