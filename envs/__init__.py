@@ -5,8 +5,8 @@ Task distributions, rewards and horizons reproduce the MAML paper (Finn et al. 2
 locomotion, 100 for navigation. The walkers' physics follow Gymnasium's v5 envs, 0.05 s per env step; the paper's rllab
 envs stepped 0.01 s (cheetah) and 0.02 s (ant), which the `maml2017-*` presets set with `frame_skip`. Bounds, horizon
 and frame_skip are kwargs: e.g. `make("HalfCheetahVel-v0", high=3.0, horizon=100)` is the ProMP/PEARL preset. The
-cheetahs' `rllab=True` replaces Gymnasium's observation, velocity and reset noise with rllab's (`CheetahFamily`).
-"""
+cheetahs' and ants' `rllab=True` replaces Gymnasium's observation, velocity and reset with rllab's (`CheetahFamily`,
+`AntFamily`; the ant's also its MJCF's integration step and contact softness)."""
 
 from __future__ import annotations
 
