@@ -153,7 +153,7 @@ class MujocoBatchSim:
         """float64 [N, nbody, 6]: `cfrc_ext` after `mj_rnePostConstraint`, as Gymnasium computes it after a step.
 
         After a reset and before any step it is zero, as in Gymnasium (mj_resetData clears it; mj_forward does not
-        compute it).
+        compute it); with `current`, the reset state's.
         """
         if self._scratch is None:
             raise RuntimeError("build the simulator with persistent=True to read contact forces")
@@ -221,6 +221,8 @@ class MujocoBatchSim:
         self._qpos[rows] = qpos
         self._qvel[rows] = qvel
         self._batch.forward(np_ids)
+        if self._persistent and self._current:  # the reset state's, as rllab's mj_forward (MuJoCo 1.x) left them
+            self._cfrc_stale = np.arange(self.num_envs) if np_ids is None else np_ids
 
     def step(self, ctrl: Tensor, ids: Tensor | None = None) -> None:
         """Apply `ctrl` (float64 [N, nu]) and advance `frame_skip` substeps; only `ids` (int64 [n]) if given."""

@@ -154,20 +154,24 @@ def rllab_ant_rollout(qpos: np.ndarray, qvel: np.ndarray, actions: np.ndarray) -
     model = rllab_ant_model()
     torso = model.body("torso").id
     steps, n = actions.shape[:2]
-    out = {"obs": np.zeros((steps, n, 125)), "vel": np.zeros((steps, n)), "contact": np.zeros((steps, n)),
-           "z": np.zeros((steps, n))}
+    out = {"first": np.zeros((n, 125)), "obs": np.zeros((steps, n, 125)), "vel": np.zeros((steps, n)),
+           "contact": np.zeros((steps, n)), "z": np.zeros((steps, n))}
+
+    def observe(data: mujoco.MjData) -> np.ndarray:
+        mujoco.mj_forward(model, data)  # rllab: after the reset and after each step
+        mujoco.mj_rnePostConstraint(model, data)  # part of MuJoCo 1.x's mj_forward
+        forces = np.clip(data.cfrc_ext, -1.0, 1.0)
+        return np.concatenate([data.qpos, data.qvel, forces.ravel(), data.xmat[torso], data.subtree_com[torso]])
+
     for i in range(n):
         data = mujoco.MjData(model)
         data.qpos[:], data.qvel[:] = qpos[i], qvel[i]
-        mujoco.mj_forward(model, data)
+        out["first"][i] = observe(data)
         for t, action in enumerate(actions[:, i]):
             data.ctrl[:] = action
             mujoco.mj_step(model, data)
-            mujoco.mj_forward(model, data)
-            mujoco.mj_rnePostConstraint(model, data)  # part of MuJoCo 1.x's mj_forward
-            forces = np.clip(data.cfrc_ext, -1.0, 1.0)
-            out["obs"][t, i] = np.concatenate([data.qpos, data.qvel, forces.ravel(), data.xmat[torso],
-                                               data.subtree_com[torso]])
+            out["obs"][t, i] = observe(data)
+            forces = out["obs"][t, i, 29:113]
             out["vel"][t, i] = rllab_comvel(model, data, torso)[0]
             out["contact"][t, i] = np.square(forces).sum()
             out["z"][t, i] = data.qpos[2]
@@ -186,8 +190,10 @@ def test_rllab_ant_is_rllabs_env_step_for_step(family_id: str) -> None:
     qvel = 0.1 * rng.standard_normal((N, family.model.nv))
     actions = rng.uniform(-1.0, 1.0, (STEPS, N, family.act_dim))
     ref = rllab_ant_rollout(qpos, qvel, actions)
-    assert np.abs(ref["obs"][:, :, 29:113]).max() > 0.5  # the contact forces are in play
-    env.set_state(torch.from_numpy(qpos), torch.from_numpy(qvel))
+    assert np.abs(ref["obs"][:, :, 29:113]).max() > 0.5  # the contact forces are in play,
+    assert np.abs(ref["first"][:, 29:113]).max() > 0.1  # from the standing start
+    first = env.set_state(torch.from_numpy(qpos), torch.from_numpy(qvel))
+    np.testing.assert_allclose(first.numpy(), ref["first"], rtol=0, atol=1e-12)
     for t in range(STEPS):
         out = env.step(tasks, torch.from_numpy(actions[t]))
         np.testing.assert_allclose(out.obs.numpy(), ref["obs"][t], rtol=0, atol=1e-12)
