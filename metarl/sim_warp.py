@@ -153,7 +153,8 @@ class MujocoWarpSim:
 
     def contact_forces(self) -> Tensor:
         """float64 [N, nbody, 6]: `cfrc_ext` after the RNE post-constraint pass, as Gymnasium computes it after a
-        step; zero after a reset and before any step."""
+        step; zero after a reset and before any step. Unlike the CPU backend's, not recomputed at the new state when
+        built with `current=True` (the ants' `rllab=True`, which needs that, refuses this backend)."""
         if not self._persistent:
             raise RuntimeError("build the simulator with persistent=True to read contact forces")
         if self._cfrc_stale is not None:
