@@ -39,7 +39,7 @@ from dataclasses import fields, replace
 import torch
 
 import metarl
-from metarl.algos.maml import PRESETS, MAMLConfig, collect, meta_gradient, train
+from metarl.algos.maml import PRESETS, MAMLConfig, collect, meta_gradient, train, warm_value_baseline
 from metarl.config import apply_overrides
 from metarl.envs import toy_mdp
 from metarl.estimators import prepare
@@ -47,7 +47,6 @@ from metarl.policies import params_of
 from metarl.sampler import Sampler
 from metarl.training import start
 from metarl.trpo import flatten
-from metarl.value_baseline import for_run
 
 UNBIASED = {"dice": True, "dice_cv": True, "emaml": True, "lvc": False, "naive": False}
 """Formulation I/II unbiasedness as tests/test_metagrad.py establishes it (dice and dice_cv at λ = 1; emaml for
@@ -121,13 +120,8 @@ def main() -> None:
     sampler, params = Sampler(session.family), state.params
     with_value = {f"{e}+value": {"estimator": e} for e in ("dice", "lvc")} if args.value_warmup > 0 else {}
     value_cfg = replace(cfg, baseline="value")
-    value = None
-    if with_value:
-        value_gen = torch.Generator().manual_seed(args.seed + 1)  # the warm-up's own episodes
-        for _ in range(args.value_warmup):
-            tasks = session.family.sample_tasks(cfg.meta_batch_size, value_gen)
-            value = value or for_run(value_cfg, session.family.obs_dim, tasks, None)
-            collect(sampler, session.policy, params, tasks, value_cfg, value_gen, value)
+    value_gen = torch.Generator().manual_seed(args.seed + 1)  # the warm-up's own episodes
+    value = warm_value_baseline(sampler, session.policy, params, value_cfg, args.value_warmup, value_gen)
     grads: dict[str, list[torch.Tensor]] = {name: [] for name in (*variants, *with_value)}
     for r in range(args.reps):
         tasks = session.family.sample_tasks(cfg.meta_batch_size, session.generator)

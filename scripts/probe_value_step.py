@@ -18,11 +18,10 @@ from dataclasses import replace
 
 import torch
 
-from metarl.algos.maml import PRESETS, MAMLConfig, adaptation_returns, collect, train
+from metarl.algos.maml import PRESETS, MAMLConfig, adaptation_returns, train, warm_value_baseline
 from metarl.config import apply_overrides
 from metarl.sampler import Sampler
 from metarl.training import start
-from metarl.value_baseline import for_run
 
 
 def main() -> None:
@@ -41,12 +40,8 @@ def main() -> None:
     session = start(cfg, state)
     family, policy, theta, sampler = session.family, session.policy, state.params, Sampler(session.family)
     value_cfg = replace(cfg, baseline="value")
-    generator = torch.Generator().manual_seed(args.seed + 1)
-    value = None
-    for _ in range(args.warmup):
-        tasks = family.sample_tasks(cfg.meta_batch_size, generator)
-        value = value or for_run(value_cfg, family.obs_dim, tasks, None)
-        collect(sampler, policy, theta, tasks, value_cfg, generator, value)
+    warmup_gen = torch.Generator().manual_seed(args.seed + 1)
+    value = warm_value_baseline(sampler, policy, theta, value_cfg, args.warmup, warmup_gen)
     extra = {"value": value.state_dict()} if value is not None else {}
     held_out = family.sample_tasks(args.tasks, torch.Generator().manual_seed(args.seed + 2))
     rows = []

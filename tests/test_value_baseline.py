@@ -117,7 +117,7 @@ def test_training_with_the_value_baseline_resumes_exactly(tmp_path: Path) -> Non
     assert_resume_continues_exactly(tmp_path, "maml", "--baseline", "value", "--estimator", "dice")
 
 
-def test_eval_adapts_with_the_runs_for_run(tmp_path: Path) -> None:
+def test_eval_adapts_with_the_runs_value_baseline(tmp_path: Path) -> None:
     """The checkpoint carries the fitted baseline; `metarl eval` adapts with it, and adapting without it is a clear
     error rather than a silent switch to another baseline."""
     run_dir = train(tmp_path, "maml", "--baseline", "value", "--run.validate-every", "1",

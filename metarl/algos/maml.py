@@ -328,6 +328,18 @@ def collect(
     return MetaRollouts(tuple(pre), post, old, tuple(path), _score_weights(post, cfg, H), tuple(returns))
 
 
+def warm_value_baseline(sampler: SamplerProtocol, policy: nn.Module, params: Params, cfg: MAMLConfig, batches: int,
+                        generator: torch.Generator) -> ValueBaseline | None:
+    """The learned baseline of `cfg` (baseline=value) fitted at fixed `params` on `batches` meta-batches of fresh
+    tasks, as training keeps it fitted (None for 0): the warm-up of the probes that compare baselines at one θ."""
+    value = None
+    for _ in range(batches):
+        tasks = sampler.family.sample_tasks(cfg.meta_batch_size, generator)
+        value = value or for_run(cfg, sampler.family.obs_dim, tasks, None)
+        collect(sampler, policy, params, tasks, cfg, generator, value)
+    return value
+
+
 def index_rollouts(rollouts: MetaRollouts, index: Tensor | slice) -> MetaRollouts:
     """The rollouts of a subset of tasks (e.g. chunks for a standard error, or one task)."""
     old = rollouts.old
