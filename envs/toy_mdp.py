@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 import metarl
-from metarl.algos.maml import inner_step
+from metarl.algos.maml_inner import inner_step
 from metarl.estimators import TaskData
 from metarl.family import StepResult, TaskFamily
 from metarl.policies import Params, PolicyOutput

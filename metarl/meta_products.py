@@ -2,7 +2,7 @@
 curvature products and line-search evaluations, written out with the products of metarl/surrogate_products.py and
 processed one chunk of tasks at a time (every quantity is a sum of per-task terms).
 
-The same quantities for any other policy come from autograd in metarl/algos/maml.py (`meta_objective`,
+The same quantities for any other policy come from autograd in metarl/algos/maml_objective.py (`meta_objective`,
 metarl/curvature.py); tests/test_fused.py checks that both agree in float64 for every estimator, k = 1 and 2,
 first-order, E-MAML's score term and episodes that end early.
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad
 
-from metarl.algos.maml import per_task
+from metarl.algos.maml_inner import per_task
 from metarl.config import PolicyConfig, RunConfig
 from metarl.estimators import TaskData, inner_objective, prepare
 from metarl.family import num_tasks
