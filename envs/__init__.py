@@ -6,7 +6,8 @@ locomotion, 100 for navigation. The walkers' physics follow Gymnasium's v5 envs,
 envs stepped 0.01 s (cheetah) and 0.02 s (ant), which the `maml2017-*` presets set with `frame_skip`. Bounds, horizon
 and frame_skip are kwargs: e.g. `make("HalfCheetahVel-v0", high=3.0, horizon=100)` is the ProMP/PEARL preset. The
 cheetahs' and ants' `rllab=True` replaces Gymnasium's observation, velocity and reset with rllab's (`CheetahFamily`,
-`AntFamily`; the ant's also its MJCF's integration step and contact softness)."""
+`AntFamily`; the ant's also its MJCF's integration step and contact softness); PointNav's scales the policy's
+actions from [−1, 1]² to the ±0.1 box, as rllab's `normalize` did."""
 
 from __future__ import annotations
 

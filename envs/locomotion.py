@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from metarl.camera import Camera
-from metarl.family import MujocoFamily, MujocoVecEnv, check_range, random_sign, uniform
+from metarl.family import MujocoFamily, MujocoVecEnv, check_range, check_rllab, random_sign, uniform
 from metarl.registry import FamilySpec
 from metarl.sim import Simulator
 
@@ -84,13 +84,6 @@ RLLAB_ANT_SOLIMP = (0.8, 0.8, 0.01)
 
 TORSO_COMVEL, TORSO_COM, TORSO_AXES = slice(0, 3), slice(3, 6), slice(6, 15)
 """Where `add_torso_sensors` puts the torso's readings in `sensordata` (columns)."""
-
-
-def check_rllab(rllab: object) -> bool:
-    """The `rllab` family kwarg as a bool (command-line kwargs arrive as 0.0 / 1.0); anything else is an error."""
-    if not isinstance(rllab, bool) and rllab not in (0, 1):
-        raise ValueError(f"rllab must be true or false, got {rllab!r}")
-    return bool(rllab)
 
 
 def add_torso_sensors(spec: mujoco.MjSpec, axes: bool = False) -> None:

@@ -5,6 +5,11 @@ Pure torch and fully batched. The point starts at the origin; each step moves it
 coordinates (as in cbfinn/maml_rl `point_env_randgoal.py` and pytorch-maml-rl `2DNavigation-v0`). Goals
 g ~ U[low, high]², MAML: U[−0.5, 0.5]², H = 100 (es_maml uses U[−1, 1]²).
 
+By default the policy's action is the displacement itself (pytorch-maml-rl's `2DNavigation-v0`): a Gaussian with
+a unit initial standard deviation starts ten times wider than the ±0.1 box. `rllab=True` is the MAML paper's env
+instead: its code wrapped the point in rllab's `normalize`, so the policy acts in [−1, 1]² and each action is scaled
+to the box (lb + (a + 1)·(ub − lb)/2, then clipped), one unit of the policy's noise being one maximal step.
+
 ## Version History
 - v0: initial version.
 """
@@ -16,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from metarl.family import StepResult, TaskFamily, check_range
+from metarl.family import StepResult, TaskFamily, check_range, check_rllab
 from metarl.registry import FamilySpec
 from metarl.sim import backend_device
 
@@ -28,7 +33,16 @@ class GoalTasks(NamedTuple):
 
 
 class PointNav(TaskFamily):
-    """2-D navigation. Tasks: `GoalTasks(goal [T, 2])`; obs = position (2-D), action = displacement (2-D)."""
+    """2-D navigation. Tasks: `GoalTasks(goal [T, 2])`; obs = position (2-D), action = displacement (2-D).
+
+    Args:
+        spec: the registered spec.
+        low, high: goal coordinates ~ U[low, high].
+        max_step: the largest displacement per coordinate and step.
+        goal_tolerance: the episode ends once both coordinates are within it of the goal.
+        rllab: the policy acts in [−1, 1]², scaled to [−max_step, max_step]² as rllab's `normalize` did in the
+            MAML paper's code (default: the action is the displacement, clipped to ±max_step).
+    """
 
     Tasks = GoalTasks
     obs_dim = 2
@@ -41,14 +55,18 @@ class PointNav(TaskFamily):
         high: float = 0.5,
         max_step: float = 0.1,
         goal_tolerance: float = 0.01,
+        rllab: bool = False,
     ) -> None:
         super().__init__(spec)
         check_range("goal coordinates", low, high)
         if max_step <= 0 or goal_tolerance < 0:
             raise ValueError(f"need max_step > 0 and goal_tolerance >= 0, got {max_step}, {goal_tolerance}")
         self.low, self.high, self.goal_tolerance = low, high, goal_tolerance
-        self.action_low = torch.full((2,), -max_step, dtype=torch.float64)
-        self.action_high = torch.full((2,), max_step, dtype=torch.float64)
+        self.rllab = check_rllab(rllab)
+        self.max_step = max_step
+        bound = 1.0 if self.rllab else max_step  # the box the policy's actions are clipped to (by the sampler)
+        self.action_low = torch.full((2,), -bound, dtype=torch.float64)
+        self.action_high = torch.full((2,), bound, dtype=torch.float64)
 
     def sample_tasks(self, n: int, generator: torch.Generator) -> GoalTasks:
         goal = self.low + (self.high - self.low) * torch.rand(n, 2, generator=generator, dtype=torch.float64)
@@ -72,8 +90,16 @@ class PointNavEnv:
         self.pos[slice(None) if ids is None else ids] = 0.0
         return self.pos.clone()
 
+    def displacement(self, action: Tensor) -> Tensor:
+        """The move an action makes [N, 2]: the action itself, or with `rllab` rllab's `normalize` of it onto
+        [−max_step, max_step]² (written as rllab computes it, so that the positions match its float arithmetic)."""
+        if not self.family.rllab:
+            return action
+        lb, ub = -self.family.max_step, self.family.max_step
+        return torch.clamp(lb + (action + 1.0) * 0.5 * (ub - lb), lb, ub)
+
     def step(self, tasks: GoalTasks, action: Tensor, ids: Tensor | None = None) -> StepResult:
-        moved = self.pos + action.to(self.pos)
+        moved = self.pos + self.displacement(action.to(self.pos))
         if ids is None:
             self.pos = moved
         else:

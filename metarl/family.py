@@ -157,6 +157,13 @@ def check_range(name: str, low: float, high: float) -> None:
         raise ValueError(f"{name}: need finite low <= high, got [{low}, {high}]")
 
 
+def check_rllab(rllab: object) -> bool:
+    """The `rllab` family kwarg as a bool (command-line kwargs arrive as 0.0 / 1.0); anything else is an error."""
+    if not isinstance(rllab, bool) and rllab not in (0, 1):
+        raise ValueError(f"rllab must be true or false, got {rllab!r}")
+    return bool(rllab)
+
+
 class MujocoFamily(TaskFamily):
     """A family on an MJCF model, stepped by a batched `Simulator`.
 

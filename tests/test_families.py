@@ -317,6 +317,60 @@ def test_point_nav_sampler_clips_actions_and_stops_at_the_goal() -> None:
     assert batch.rew[0, 0, 3:].abs().sum() == 0 and batch.act[0, 0, 3:].abs().sum() == 0
 
 
+def _rllab_point_path(goal: tuple[float, float], actions: np.ndarray) -> tuple[list[list[float]], list[float], int]:
+    """The MAML paper's point env, cbfinn/maml_rl `point_env_randgoal.py` inside rllab's `normalize`, written out in
+    NumPy for one episode of the policy's raw actions [H, 2]: (positions, rewards, steps until done)."""
+    lb, ub = -0.1, 0.1
+    state = np.zeros(2)
+    positions, rewards = [], []
+    for a in actions:
+        scaled = np.clip(lb + (a + 1.0) * 0.5 * (ub - lb), lb, ub)  # NormalizedEnv.step
+        state = state + scaled
+        x, y = state[0] - goal[0], state[1] - goal[1]
+        positions.append(state.tolist())
+        rewards.append(-((x**2 + y**2) ** 0.5))
+        if abs(x) < 0.01 and abs(y) < 0.01:
+            break
+    return positions, rewards, len(rewards)
+
+
+def test_point_nav_rllab_steps_as_the_papers_normalized_point_env() -> None:
+    family = metarl.make("PointNav-v0", rllab=True)
+    assert family.action_low.tolist() == [-1.0, -1.0] and family.action_high.tolist() == [1.0, 1.0]
+    policy = GaussianMLP(2, 2, hidden=(8,)).double()  # unit std: many actions beyond ±1, which rllab clips too
+    params = params_of(policy)
+    goals = [(0.05, -0.03), (0.3, -0.25), (-0.45, 0.1)]
+    tasks = family.make_tasks(goal=goals)
+    batch = Sampler(family).sample(policy, params, tasks, episodes=4, generator=torch.Generator().manual_seed(0))
+    assert (batch.act.abs() > 1).any()  # the clipping is exercised
+    ended = 0
+    for t, goal in enumerate(goals):
+        for e in range(4):
+            positions, rewards, n = _rllab_point_path(goal, batch.act[t, e].numpy())
+            ended += n < family.horizon
+            assert batch.mask[t, e].sum() == n
+            assert batch.obs[t, e, 1:n].tolist() == positions[:-1]  # obs[h] is the state before step h
+            # the positions agree bit for bit; the distance is torch's norm against rllab's (x² + y²)^0.5: an ulp
+            torch.testing.assert_close(batch.rew[t, e, :n], torch.tensor(rewards, dtype=torch.float64),
+                                       rtol=1e-15, atol=0)
+    assert ended > 0  # some episodes reach the goal and stop, as rllab's would
+
+
+def test_point_nav_rllab_scales_a_unit_action_to_one_maximal_step() -> None:
+    family = metarl.make("PointNav-v0", rllab=True, max_step=0.2)
+    tasks = family.make_tasks(goal=[[0.4, 0.4]])
+    env = family.make_env(1)
+    env.reset(tasks, torch.Generator())
+    step = env.step(tasks, torch.tensor([[1.0, -0.5]], dtype=torch.float64))
+    torch.testing.assert_close(step.obs, torch.tensor([[0.2, -0.1]], dtype=torch.float64), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("bad", [2, -1, 0.5, "yes"])
+def test_point_nav_rllab_must_be_a_bool(bad: object) -> None:
+    with pytest.raises(ValueError, match="rllab must be true or false"):
+        metarl.make("PointNav-v0", rllab=bad)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, float("inf"), "2"])
 def test_frame_skip_must_be_a_positive_integer(bad: object) -> None:
     with pytest.raises(ValueError, match="frame_skip must be an integer >= 1"):

@@ -18,6 +18,11 @@ _RLLAB_CHEETAH_STEP = {"run.family_kwargs": {"frame_skip": 1}}
 reached 103 in 178 iterations; with the paper's, 159 in 37 (docs/results.md)."""
 _RLLAB_ANT_STEP = {"run.family_kwargs": {"frame_skip": 2}}
 """The paper's rllab ant advanced 0.02 s per env step (one RK4 step of 0.02 s); Gymnasium's is 5 × 0.01 s."""
+_RLLAB_POINT_ACTIONS = {"run.family_kwargs": {"rllab": 1}}
+"""The paper's point env ran inside rllab's `normalize`: the policy acts in [−1, 1]², scaled to the ±0.1 box
+(PointNav's `rllab`). With the action itself as the move (pytorch-maml-rl's env), the unit-std Gaussian starts ten
+times wider than the box: 100 iterations reached −40.8 → −17.1 → −12.6 on the test tasks, scaled −39.1 → −13.4 → −5.5
+(the paper −40.4 → −11.7 → −3.3; docs/results.md)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     # MAML paper settings (notes/anchors-metarl.md §3.1; cbfinn/maml_rl cluster_maml_trpo_*.py)
@@ -35,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                          **_RLLAB_ANT_STEP, "run.iterations": 600},  # the paper's checkpoint: 575 of 800
     "maml2017-point": {"family": "PointNav-v0", "meta_batch_size": 20, "episodes_per_task": 20,
                        "inner_lr": 0.5, "trpo.max_kl": 0.01, **_RLLAB_POLICY, **_CHEAP_CURVATURE,
-                       "run.iterations": 100},
+                       **_RLLAB_POINT_ACTIONS, "run.iterations": 100},
     # pytorch-maml-rl's 2-D navigation config (configs/maml/2d-navigation.yaml): the bench_pointnav.py setting
     "pytorch-maml-rl-point": {"family": "PointNav-v0", "meta_batch_size": 20, "episodes_per_task": 20,
                               "inner_lr": 0.1, "trpo.max_kl": 0.01, "policy.hidden": (64, 64),
