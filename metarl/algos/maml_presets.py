@@ -21,8 +21,8 @@ _RLLAB_ANT_STEP = {"run.family_kwargs": {"frame_skip": 2}}
 _RLLAB_POINT_ACTIONS = {"run.family_kwargs": {"rllab": 1}}
 """The paper's point env ran inside rllab's `normalize`: the policy acts in [−1, 1]², scaled to the ±0.1 box
 (PointNav's `rllab`). With the action itself as the move (pytorch-maml-rl's env), the unit-std Gaussian starts ten
-times wider than the box: 100 iterations reached −40.8 → −17.1 → −12.6 on the test tasks, scaled −39.1 → −13.4 → −5.5
-(the paper −40.4 → −11.7 → −3.3; docs/results.md)."""
+times wider than the box: 100 iterations reached −40.8 → −17.1 → −12.6 on the test tasks (seed 0), scaled
+−40.4 → −13.2 → −6.6 (seeds 0–4; the paper −40.4 → −11.7 → −3.3; docs/results.md)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     # MAML paper settings (notes/anchors-metarl.md §3.1; cbfinn/maml_rl cluster_maml_trpo_*.py)
