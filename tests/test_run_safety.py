@@ -67,6 +67,14 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen | None = None
         time.sleep(0.005)
 
 
+def freeze(proc: subprocess.Popen) -> None:
+    """SIGSTOP `proc` and wait until it is stopped: the signal is asynchronous, and a process still running a moment
+    after it can change its run directory (e.g. a checkpoint's temp file being written) under a snapshot."""
+    proc.send_signal(signal.SIGSTOP)
+    stat = Path(f"/proc/{proc.pid}/stat")
+    wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t"), timeout=60)
+
+
 def records(run_dir: Path) -> int:
     path = run_dir / "metrics.jsonl"
     return path.read_bytes().count(b"\n") if path.exists() else 0
@@ -115,7 +123,7 @@ def test_a_second_writer_is_refused_while_the_run_lives_and_resumes_after_it_die
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: any(tmp_path.glob("*/metrics.jsonl")) and records(only_run(tmp_path)) >= 2, proc)
-        proc.send_signal(signal.SIGSTOP)
+        freeze(proc)
         run_dir = only_run(tmp_path)
         before = snapshot(run_dir)
         for argv in (["train", "--resume", str(run_dir)], ["eval", str(run_dir), "--tasks", "2", "--quiet"],
@@ -146,7 +154,7 @@ def test_two_resumes_at_once_one_is_refused(tmp_path: Path, reference: Path,
     try:
         wait_for(lambda: (run_dir / storage.LOCK_NAME).exists()
                  and (run_dir / storage.LOCK_NAME).read_text().startswith(f"{first.pid} "), first)
-        first.send_signal(signal.SIGSTOP)
+        freeze(first)
         assert resume(run_dir) == 2
         assert f"in use by process {first.pid} (metarl train --resume {run_dir}" in one_error_line(capsys)
         first.send_signal(signal.SIGCONT)
@@ -177,7 +185,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes(tmp_path: Path, refere
     proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: any(tmp_path.glob("*/metrics.jsonl")) and records(only_run(tmp_path)) >= 1, proc)
-        proc.send_signal(signal.SIGSTOP)
+        freeze(proc)
     finally:
         proc.kill()
         proc.wait(timeout=60)
@@ -667,7 +675,7 @@ def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path: Path, reference
                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: any(tmp_path.glob("*/metrics.jsonl")) and records(only_run(tmp_path)) >= 2, proc)
-        proc.send_signal(signal.SIGSTOP)
+        freeze(proc)
         assert records(only_run(tmp_path)) < 8
         proc.send_signal(signal.SIGTERM)
         proc.send_signal(signal.SIGCONT)
