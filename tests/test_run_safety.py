@@ -72,7 +72,7 @@ def freeze(proc: subprocess.Popen) -> None:
     after it can change its run directory (e.g. a checkpoint's temp file being written) under a snapshot."""
     proc.send_signal(signal.SIGSTOP)
     stat = Path(f"/proc/{proc.pid}/stat")
-    wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t"), timeout=60)
+    wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t"), proc, timeout=60)
 
 
 def records(run_dir: Path) -> int:

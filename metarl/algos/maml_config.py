@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from metarl.config import PolicyConfig, RunConfig
-from metarl.estimators import (
-    ESTIMATORS,
-)
+from metarl.estimators import ESTIMATORS
 from metarl.trpo import TRPOConfig
 from metarl.value_baseline import ValueConfig
 

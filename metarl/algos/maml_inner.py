@@ -13,11 +13,7 @@ from torch.func import grad
 
 from metarl import meta_products
 from metarl.algos.maml_config import MAMLConfig
-from metarl.estimators import (
-    TaskData,
-    inner_objective,
-    prepare,
-)
+from metarl.estimators import TaskData, inner_objective, prepare
 from metarl.policies import Params, num_stacked, stack
 from metarl.sampler import Batch, SamplerProtocol
 from metarl.value_baseline import for_run, stage_values

@@ -16,12 +16,7 @@ from metarl.algos.maml_config import MAMLConfig
 from metarl.algos.maml_inner import inner_step, per_task
 from metarl.algos.maml_rollouts import MetaRollouts, subsample_episodes
 from metarl.curvature import gauss_newton_kl_product, metric_estimator
-from metarl.estimators import (
-    TaskData,
-    mean_kl,
-    outer_objective,
-    score_term,
-)
+from metarl.estimators import TaskData, mean_kl, outer_objective, score_term
 from metarl.optim import adam_ascent
 from metarl.policies import Params, PolicyOutput, forward
 from metarl.trpo import ObjectiveProblem, TrustRegionProblem, flatten, kl_hvp, trpo_step, unflatten

@@ -10,9 +10,7 @@ from torch import Tensor, nn
 
 from metarl.algos.maml_config import MAMLConfig
 from metarl.algos.maml_inner import adapted_values, prepare_batch
-from metarl.estimators import (
-    TaskData,
-)
+from metarl.estimators import TaskData
 from metarl.policies import Params, PolicyOutput, forward
 from metarl.sampler import Batch, SamplerProtocol
 from metarl.value_baseline import ValueBaseline, fit_stages, for_run, stage_values
