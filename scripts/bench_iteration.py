@@ -21,6 +21,14 @@ The last line is one JSON object with `seconds_per_iteration`, `sample_s`, `upda
 box): update_over_sample ≤ 0.5, update_over_sample_exact ≤ 1.5, seconds_per_iteration ≤ 7, peak_rss_mb ≤ 1536.
 
     python scripts/bench_iteration.py --compare-threads --iterations 2   # automatic threads vs 1 and 2, idle/loaded
+
+On a GPU: `--device cuda` runs the MJWarp backend and the whole learner there (`--backend` defaults to warp with a
+CUDA device, cpu otherwise); `--batch-scale K` multiplies the number of tasks per meta-batch by K (the paper's 20
+episodes per task kept), e.g. 16 for 16× the paper's batch. Each phase's clock is read after a CUDA synchronize, and
+the JSON line adds `device`, `gpu` (its name) and `peak_gpu_mb` (torch's allocator high-water mark).
+
+    python scripts/bench_iteration.py --device cuda --skip-exact --iterations 3
+    python scripts/bench_iteration.py --device cuda --skip-exact --iterations 2 --batch-scale 16
 """
 
 from __future__ import annotations
@@ -32,13 +40,16 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import torch
 
 from metarl.algos.maml import PRESETS, MAMLConfig, collect, meta_update
 from metarl.config import apply_overrides
 from metarl.sampler import Sampler
-from metarl.sim import default_nthread
+from metarl.sim import BackendError, default_nthread, resolve_backend
 from metarl.threads import ThreadPolicy
 from metarl.training import start
 
@@ -66,6 +77,15 @@ def peak_rss_mb() -> float:
     raise RuntimeError("VmHWM missing from /proc/self/status (Linux only)")
 
 
+def synchronizer(backend: str) -> Callable[[], None]:
+    """A function that waits for the backend's device to finish queued work (a no-op on the CPU), so that each clock
+    reading covers the work of its phase and not just its launch."""
+    device = backend.partition(":")[2]
+    if device.startswith("cuda"):
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
 @dataclass
 class Runner:
     """One training run advanced an iteration at a time, recording each iteration's phases."""
@@ -73,30 +93,40 @@ class Runner:
     cfg: MAMLConfig
     times: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in (*PHASES, "total_s")})
     rss: list[float] = field(default_factory=list)
+    gpu_mb: list[float] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.policy_threads = ThreadPolicy(self.cfg.run.threads)  # what training does: metarl/threads.py
         self.threads: list[int] = []
         self.session = start(self.cfg, None)
-        self.sampler = Sampler(self.session.family)
+        self.sampler = Sampler(self.session.family, self.session.backend)
+        self.sync = synchronizer(self.session.backend)
+        self.cuda = self.sampler.device.type == "cuda"
         self.params = self.session.state.params
 
     def step(self) -> None:
         reset_peak_rss()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.sampler.device)
         family, policy, generator = self.session.family, self.session.policy, self.session.generator
+        self.sync()
         clock = time.perf_counter()
         rollouts = collect(self.sampler, policy, self.params, family.sample_tasks(self.cfg.meta_batch_size,
                                                                                  generator), self.cfg, generator)
+        self.sync()
         sampled = time.perf_counter()
         self.threads.append(self.policy_threads.apply())
         self.params, _, metrics = meta_update(policy, self.params, rollouts, self.cfg, None)
+        self.sync()
         done = time.perf_counter()
         for name, value in (("sample_s", sampled - clock), ("update_s", done - sampled), ("total_s", done - clock),
                             ("gradient_s", metrics["perf/gradient_s"]), ("cg_s", metrics["perf/cg_s"]),
                             ("line_search_s", metrics["perf/line_search_s"])):
             self.times[name].append(value)
         self.rss.append(peak_rss_mb())
+        if self.cuda:
+            self.gpu_mb.append(torch.cuda.max_memory_allocated(self.sampler.device) / 2**20)
         self.kl.append(metrics["outer/kl"])
 
     def summary(self, warmup: int, suffix: str) -> dict[str, float]:
@@ -104,6 +134,8 @@ class Runner:
         out = {"seconds_per_iteration": med["total_s"], **{k: med[k] for k in PHASES},
                "update_over_sample": med["update_s"] / med["sample_s"], "peak_rss_mb": max(self.rss),
                "median_kl": statistics.median(self.kl), "torch_threads": statistics.median(self.threads)}
+        if self.gpu_mb:
+            out["peak_gpu_mb"] = max(self.gpu_mb)
         return {f"{k}{suffix}": v for k, v in out.items()}
 
 
@@ -118,6 +150,11 @@ def main() -> None:
     parser.add_argument("--skip-exact", action="store_true", help="time only the preset as it ships")
     parser.add_argument("--frame-skip", type=int, default=None,
                         help="physics substeps per env step (default: the preset's, the paper's time step)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the simulation and learner run")
+    parser.add_argument("--backend", default=None, choices=("cpu", "warp"),
+                        help="the simulator backend (default: warp on a CUDA device, else cpu)")
+    parser.add_argument("--batch-scale", type=int, default=1,
+                        help="multiply the preset's tasks per meta-batch by this (episodes per task unchanged)")
     parser.add_argument("--compare-threads", action="store_true",
                         help="instead: the shipped preset with automatic, 1 and 2 torch threads, idle and next to a "
                              "CPU-bound process this script starts; is the default within 10%% of the best?")
@@ -127,7 +164,16 @@ def main() -> None:
         return
 
     preset = paper_preset(args.family)
-    shipped = apply_overrides(MAMLConfig(), {**PRESETS[preset], "run.seed": args.seed, "run.threads": args.threads})
+    if args.batch_scale < 1:
+        raise SystemExit(f"--batch-scale must be >= 1, got {args.batch_scale}")
+    backend = args.backend or ("warp" if args.device.startswith("cuda") else "cpu")
+    try:
+        backend_string = resolve_backend(backend, args.device)
+    except BackendError as err:  # one line that says what to install, not a traceback
+        raise SystemExit(str(err)) from None
+    shipped = apply_overrides(MAMLConfig(), {**PRESETS[preset], "run.seed": args.seed, "run.threads": args.threads,
+                                             "run.backend": backend, "run.device": args.device})
+    shipped = replace(shipped, meta_batch_size=shipped.meta_batch_size * args.batch_scale)
     if args.frame_skip is not None:
         shipped = replace(shipped, run=replace(shipped.run, family_kwargs={**shipped.run.family_kwargs,
                                                                            "frame_skip": args.frame_skip}))
@@ -147,7 +193,12 @@ def main() -> None:
                                  "warmup": args.warmup, "sim_threads": default_nthread(),
                                  "frame_skip": runners[""].session.family.frame_skip,
                                  "curvature_subsample": shipped.curvature_subsample,
-                                 "kl_rescale": shipped.trpo.kl_rescale}
+                                 "kl_rescale": shipped.trpo.kl_rescale, "backend": backend_string,
+                                 "meta_batch_size": shipped.meta_batch_size,
+                                 "episodes_per_task": shipped.episodes_per_task}
+    if runners[""].cuda:
+        result |= {"device": str(runners[""].sampler.device),
+                   "gpu": torch.cuda.get_device_name(runners[""].sampler.device)}
     for suffix, runner in runners.items():
         result |= runner.summary(args.warmup, suffix)
     result["load_avg"] = max(load_before, os.getloadavg()[0])

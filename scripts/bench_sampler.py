@@ -63,7 +63,7 @@ from metarl.envs.locomotion import AntFamily, CheetahFamily
 from metarl.family import MujocoFamily, MujocoVecEnv
 from metarl.policies import GaussianMLP, gaussian_log_prob, params_of
 from metarl.sampler import Sampler
-from metarl.sim import resolve_backend
+from metarl.sim import BackendError, resolve_backend
 
 CONTENDERS = ("ours", "physics", "sync", "async", "warp")
 GYM_IDS: dict[type, str] = {CheetahFamily: "HalfCheetah-v5", AntFamily: "Ant-v5"}
@@ -212,6 +212,8 @@ def result_row(setup: Setup, rates: dict[str, float], nthread: int) -> dict[str,
         row["warp_steps_per_s"], row["cpu_steps_per_s"] = round(rates["warp"]), round(rates["ours"])
         row["ratio_warp_vs_cpu"] = round(rates["warp"] / rates["ours"], 4)
         row["device"] = setup.warp.partition(":")[2] or "cpu"
+        if row["device"].startswith("cuda"):
+            row["gpu"] = torch.cuda.get_device_name(row["device"])
     row["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other processes' load at the end of this row
     return row
 
@@ -268,7 +270,10 @@ def main() -> None:
         raise SystemExit(f"{args.family} is not a MuJoCo family; this benchmark compares MuJoCo simulators")
     gym_id = args.gym_id or gym_id_for(family)
     sizes = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.tasks * args.episodes]
-    warp = resolve_backend("warp", args.device) if args.backend == "warp" else None  # one line if unavailable
+    try:
+        warp = resolve_backend("warp", args.device) if args.backend == "warp" else None
+    except BackendError as err:  # one line that says what to install, not a traceback
+        raise SystemExit(str(err)) from None
     print(f"{args.family} vs {gym_id}: H={args.horizon}, MLP {args.hidden}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}, torch {torch.__version__}, mujoco {mujoco.__version__}, "
           f"gymnasium {gym.__version__}")

@@ -25,6 +25,10 @@ from metarl.sim_warp import warp_available
 
 needs_warp = pytest.mark.skipif(not warp_available(), reason="needs mujoco-warp (pip install 'metarl[gpu]')")
 
+ON_EACH_DEVICE = pytest.mark.parametrize(
+    "backend", ["warp", pytest.param("warp:cuda", marks=pytest.mark.gpu)])
+"""A check on Warp's CPU device (CI) and the same on CUDA (marked `gpu`: skipped without a GPU)."""
+
 N = 4
 STEPS = 10
 """Env steps compared: float32 against float64 physics agree to ~1e-4 here and then diverge chaotically (contact
@@ -73,47 +77,53 @@ def run_parity(family: MujocoFamily, backend: str = "warp", steps: int = STEPS, 
 
 
 @pytest.mark.parametrize("family_id", ["HalfCheetahVel-v0", "HalfCheetahUphill-v0"])
+@ON_EACH_DEVICE
 @pytest.mark.warp
 @needs_warp
-def test_cheetah_matches_the_cpu_backend(family_id: str) -> None:
+def test_cheetah_matches_the_cpu_backend(family_id: str, backend: str) -> None:
     """Flat and sloped (gravity set per world at reset) HalfCheetah."""
-    run_parity(metarl.make(family_id, low_deg=5.0, high_deg=15.0) if "Uphill" in family_id else metarl.make(family_id))
+    family = metarl.make(family_id, low_deg=5.0, high_deg=15.0) if "Uphill" in family_id else metarl.make(family_id)
+    run_parity(family, backend)
 
 
+@ON_EACH_DEVICE
 @pytest.mark.warp
 @needs_warp
-def test_rllab_cheetah_matches_the_cpu_backend() -> None:
+def test_rllab_cheetah_matches_the_cpu_backend(backend: str) -> None:
     """The rllab variant reads sensors computed at the new state (`current`, MJWarp's step1), also after masked steps
     and resets."""
-    run_parity(metarl.make("HalfCheetahDir-v0", rllab=True, frame_skip=1))
+    run_parity(metarl.make("HalfCheetahDir-v0", rllab=True, frame_skip=1), backend)
 
 
+@ON_EACH_DEVICE
 @pytest.mark.warp
 @needs_warp
-def test_ant_matches_the_cpu_backend_with_an_elliptic_cone() -> None:
+def test_ant_matches_the_cpu_backend_with_an_elliptic_cone(backend: str) -> None:
     """The Ant (RK4, contact forces in the observation and reward, torso xpos for the velocity, termination) with an
     elliptic friction cone. With the model's pyramidal cone the backends part at the first contact (next test)."""
     family = metarl.make("AntDir-v0")
     family.model.opt.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
-    run_parity(family, obs_atol=1e-2, rew_atol=1e-3)
+    run_parity(family, backend, obs_atol=1e-2, rew_atol=1e-3)
 
 
+@ON_EACH_DEVICE
 @pytest.mark.warp
 @needs_warp
-def test_ant_with_a_pyramidal_cone_matches_until_the_first_contact() -> None:
+def test_ant_with_a_pyramidal_cone_matches_until_the_first_contact(backend: str) -> None:
     """MJWarp orients a capsule-plane contact's tangent frame differently from C MuJoCo (C: along the capsule; MJWarp:
     the world axes, measured here), and a pyramidal cone is not symmetric about the normal, so the friction forces,
     and the trajectories, part by ~1e-2 per env step from the first foot contact on: a modelling convention, not float
     error (an elliptic cone, symmetric, agrees to 1e-6). Before contact the backends agree."""
-    run_parity(metarl.make("AntVel-v0"), steps=2)
+    run_parity(metarl.make("AntVel-v0"), backend, steps=2)
 
 
+@ON_EACH_DEVICE
 @pytest.mark.warp
 @needs_warp
-def test_per_world_masses_match_the_cpu_backend() -> None:
+def test_per_world_masses_match_the_cpu_backend(backend: str) -> None:
     """`set_model_field("body_mass")` per world (derived constants follow through MJWarp's set_const)."""
     model = metarl.make("HalfCheetahVel-v0").model
-    sims = {b: make_simulator(model, N, 5, b) for b in ("cpu", "warp")}
+    sims = {"cpu": make_simulator(model, N, 5, "cpu"), "warp": make_simulator(model, N, 5, backend)}
     masses = torch.as_tensor(model.body_mass).repeat(N, 1) * torch.linspace(0.5, 2.0, N)[:, None]
     qpos = torch.as_tensor(model.qpos0).repeat(N, 1)
     ctrl = torch.full((N, model.nu), 0.5, dtype=torch.float64)
@@ -124,6 +134,7 @@ def test_per_world_masses_match_the_cpu_backend() -> None:
             sim.step(ctrl)
     _assert_close("qpos", sims["cpu"].qpos, sims["warp"].qpos, STEPS, 1e-3)
     assert (sims["warp"].qpos[0] - sims["warp"].qpos[-1]).abs().max() > 1e-2  # the masses made a difference
+    assert sims["warp"].qpos.device == backend_device(backend)
 
 
 @pytest.mark.warp
@@ -294,9 +305,28 @@ def test_a_config_without_backend_and_device_still_loads() -> None:
 @pytest.mark.gpu
 @pytest.mark.warp
 @needs_warp
-@pytest.mark.parametrize("family_id", ["HalfCheetahVel-v0", "HalfCheetahUphill-v0"])
-def test_cheetah_on_cuda_matches_the_cpu_backend(family_id: str) -> None:
-    run_parity(metarl.make(family_id), backend="warp:cuda")
+def test_the_captured_cuda_graph_steps_as_the_kernels_launched_one_by_one() -> None:
+    """The `frame_skip` substeps replayed as one CUDA graph give the states of launching each kernel from Python,
+    through masked steps and resets, and after a per-world field write that replaces a captured array (gravity): the
+    graph must be captured again, not replay the old array's address."""
+    from metarl.sim_warp import MujocoWarpSim
+
+    family = metarl.make("HalfCheetahVel-v0")
+    sims = [MujocoWarpSim(family.model, N, 5, "cuda", graph=graph) for graph in (True, False)]
+    qpos = torch.as_tensor(family.model.qpos0).repeat(N, 1)
+    actions = torch.Generator().manual_seed(0)
+    for t in range(8):
+        ctrl = (torch.rand(N, family.act_dim, generator=actions, dtype=torch.float64) * 2 - 1).cuda()
+        ids = torch.tensor([0, 2], device="cuda") if t % 3 == 2 else None
+        for sim in sims:
+            if t == 0:
+                sim.reset(qpos, torch.zeros(N, family.model.nv, dtype=torch.float64))
+            if t == 4:  # after the graph was captured: gravity becomes per world, and world 1 starts again
+                sim.set_model_field("opt.gravity", torch.tensor([[0.0, -3.0, -9.3]], dtype=torch.float64).repeat(N, 1))
+                sim.reset(qpos[:1], torch.zeros(1, family.model.nv, dtype=torch.float64), torch.tensor([1]))
+            sim.step(ctrl, ids)
+        _assert_close("qpos", sims[1].qpos.cpu(), sims[0].qpos, t, 1e-5)
+    assert sims[0]._graph is not None and sims[1]._graph is None  # the path under test was taken
 
 
 @pytest.mark.gpu
@@ -323,10 +353,43 @@ def test_sampler_statistics_on_cuda_match_the_cpu_backend() -> None:
     assert torch.allclose(gpu, again, atol=1e-2)
 
 
+@ON_EACH_DEVICE
 @pytest.mark.warp
 @needs_warp
 @pytest.mark.usefixtures("example")
-def test_the_readme_hopper_family_runs_on_warp() -> None:
+def test_the_readme_hopper_family_runs_on_warp(backend: str) -> None:
     """A family written against the protocol (the README's HopperMass: per-sim masses, termination) runs unchanged
     on the warp backend and matches the CPU backend."""
-    run_parity(metarl.make(FAMILY_ID))
+    run_parity(metarl.make(FAMILY_ID), backend)
+
+
+@pytest.mark.parametrize("algo", sorted(TINY))
+@pytest.mark.gpu
+@pytest.mark.warp
+@needs_warp
+def test_every_algorithm_trains_on_cuda_and_its_run_evaluates_on_the_cpu(tmp_path: Path, algo: str) -> None:
+    """One iteration (with validation) of every algorithm with the simulation and the learner on the GPU; the
+    checkpoint loads on a CPU-only evaluation (`--device cpu`) and on the run's own device."""
+    run_dir = _train(tmp_path, algo, "--run.device", "cuda", "--run.backend", "warp")
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["run"]["backend"] == "warp" and config["run"]["device"] == "cuda"
+    (record,) = read_metrics(run_dir)
+    assert torch.isfinite(torch.tensor(record["meta/return_pre"])) and "val/return_post" in record
+    flags = ["--tasks", "2", "--steps", "1", "--episodes", "2", "--quiet"]
+    assert main(["eval", str(run_dir), *flags, "--backend", "cpu", "--device", "cpu"]) == 0
+    assert main(["eval", str(run_dir), *flags]) == 0
+    (named,) = run_dir.glob("eval-T2-E2-k1-warp-cuda*.json")  # the run's own backend and device, in the name
+    on_gpu = json.loads(named.read_text())
+    assert on_gpu["protocol"]["backend"].startswith("warp:cuda")
+    assert torch.isfinite(torch.tensor(on_gpu["returns"])).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.warp
+@needs_warp
+def test_a_maml_iteration_on_cuda_is_close_to_the_cpu_backend(tmp_path: Path) -> None:
+    """As the Warp-CPU test above, with the simulation, sampler, policy and TRPO step on the GPU."""
+    gpu_record = read_metrics(_train(tmp_path / "gpu", "maml", "--run.backend", "warp", "--run.device", "cuda"))[0]
+    cpu_record = read_metrics(_train(tmp_path / "cpu", "maml", "--run.backend", "cpu"))[0]
+    assert gpu_record["meta/return_pre"] == pytest.approx(cpu_record["meta/return_pre"], abs=1e-3)
+    assert gpu_record["perf/env_steps"] == cpu_record["perf/env_steps"]
