@@ -70,6 +70,11 @@ def index_tasks(tasks: TasksT, index: Tensor | slice | int) -> TasksT:
     return type(tasks)(*(f[index] for f in tasks))
 
 
+def tasks_to(tasks: TasksT, device: torch.device | str) -> TasksT:
+    """The same tasks with every field on `device` (keeps the NamedTuple type)."""
+    return type(tasks)(*(f.to(device) for f in tasks))
+
+
 def repeat_tasks(tasks: TasksT, repeats: int) -> TasksT:
     """[T] -> [T * repeats], each task repeated `repeats` times in a row (task-major, as the sampler lays envs out)."""
     return type(tasks)(*(f.repeat_interleave(repeats, dim=0) for f in tasks))
@@ -223,7 +228,10 @@ class MujocoFamily(TaskFamily):
 
     # ------------------------------------------------------------------ hooks for subclasses
     def physics(self, tasks: Any) -> dict[str, Tensor]:
-        """Per-env model fields for physics-side task parameters, e.g. ``{"opt.gravity": [N, 3]}``."""
+        """Per-env model fields for physics-side task parameters, e.g. ``{"opt.gravity": [N, 3]}``.
+
+        `tasks` are on the CPU whatever the backend (the simulator copies the values to its device), so a family
+        may combine them with CPU constants read from the model; `reward_terms` gets them on `sim.device`."""
         return {}
 
     def initial_state(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -253,7 +261,8 @@ class MujocoFamily(TaskFamily):
         """The reward's named terms, float64 [N] each; the reward is their sum.
 
         Args:
-            tasks: per-env tasks (leading dim N).
+            tasks: per-env tasks (leading dim N), on `sim.device` like every tensor here (the GPU with the warp
+                backend on CUDA): move a constant there before combining it with them, e.g. `c.to(sim.device)`.
             sim: the simulator, after the step.
             action: float64 [N, act_dim], the (clipped) action applied.
             x_velocity: float64 [N], `x_velocity` (by default (x_after - x_before) / dt of `x_position`, as
@@ -275,7 +284,9 @@ class MujocoVecEnv:
 
     def reset(self, tasks: Any, generator: torch.Generator, ids: Tensor | None = None) -> Tensor:
         sub = tasks if ids is None else index_tasks(tasks, ids)
-        for name, values in self.family.physics(sub).items():
+        # on the CPU: a family's constants (masses read from the model, say) live there; once per reset, so the copy
+        # from a GPU is no cost that matters
+        for name, values in self.family.physics(tasks_to(sub, "cpu")).items():
             self.sim.set_model_field(name, values, ids)
         n = self.num_envs if ids is None else int(ids.numel())
         qpos, qvel = self.family.initial_state(n, generator)

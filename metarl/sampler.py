@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from torch import Tensor, nn
 
-from metarl.family import TaskFamily, VecEnv, num_tasks, repeat_tasks
+from metarl.family import TaskFamily, VecEnv, num_tasks, repeat_tasks, tasks_to
 from metarl.policies import Params, PolicyOutput, broadcast_log_std, forward_fn, gaussian_log_prob, num_stacked
 from metarl.sim import backend_device
 
@@ -134,7 +134,7 @@ class Sampler:
         if rows is not None and rows != T:
             raise ValueError(f"params are stacked for {rows} rows but {T} tasks were given")
         device = self.device
-        env_tasks = type(tasks)(*(f.to(device) for f in repeat_tasks(tasks, E)))
+        env_tasks = tasks_to(repeat_tasks(tasks, E), device)
         env = self.env(T * E)
         dtype = next(iter(params.values())).dtype
         low, high = self.family.action_low.to(device), self.family.action_high.to(device)

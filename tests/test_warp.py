@@ -134,7 +134,7 @@ def test_per_world_masses_match_the_cpu_backend(backend: str) -> None:
             sim.step(ctrl)
     _assert_close("qpos", sims["cpu"].qpos, sims["warp"].qpos, STEPS, 1e-3)
     assert (sims["warp"].qpos[0] - sims["warp"].qpos[-1]).abs().max() > 1e-2  # the masses made a difference
-    assert sims["warp"].qpos.device == backend_device(backend)
+    assert sims["warp"].qpos.device.type == backend_device(backend).type
 
 
 @pytest.mark.warp
@@ -334,23 +334,28 @@ def test_the_captured_cuda_graph_steps_as_the_kernels_launched_one_by_one() -> N
 @needs_warp
 def test_sampler_statistics_on_cuda_match_the_cpu_backend() -> None:
     """Mean return of 64 random-policy episodes per backend agrees within 4 standard errors (float32 chaos changes
-    single episodes, not the distribution), and a fixed seed repeats on CUDA within float32 tolerance."""
+    single episodes, not the distribution). A fixed seed repeats on CUDA within tolerance, not bit for bit: MJWarp
+    sums contact and constraint terms with atomics, whose order varies from run to run, and chaos amplifies the
+    float32 differences (measured on an H200: 62 of 64 50-step returns equal to 1e-4, two off by 0.1 and 1.4). So the
+    first 10 steps' rewards agree to 1e-3 and the mean return to a tenth of its standard error."""
     from metarl.policies import GaussianMLP, params_of
     from metarl.sampler import Sampler
 
     family = metarl.make("HalfCheetahVel-v0", horizon=50)
     policy = GaussianMLP(family.obs_dim, family.act_dim, (16,))
     tasks = family.sample_tasks(8, torch.Generator().manual_seed(0))
-    returns = {}
+    batches = {}
     for backend in ("cpu", "warp:cuda", "warp:cuda"):
         sampler = Sampler(family, backend)
         params = {k: v.to(sampler.device) for k, v in params_of(policy).items()}
         batch = sampler.sample(policy.to(sampler.device), params, tasks, 8, torch.Generator().manual_seed(1))
-        returns.setdefault(backend, []).append(batch.returns.double().cpu().flatten())
-    cpu, (gpu, again) = returns["cpu"][0], returns["warp:cuda"]
-    se = (cpu.var() / cpu.numel() + gpu.var() / gpu.numel()).sqrt()
-    assert (cpu.mean() - gpu.mean()).abs() < 4 * se
-    assert torch.allclose(gpu, again, atol=1e-2)
+        batches.setdefault(backend, []).append(batch)
+    cpu, (gpu, again) = batches["cpu"][0].returns.double().flatten(), batches["warp:cuda"]
+    returns, repeated = gpu.returns.double().cpu().flatten(), again.returns.double().cpu().flatten()
+    se = (cpu.var() / cpu.numel() + returns.var() / returns.numel()).sqrt()
+    assert (cpu.mean() - returns.mean()).abs() < 4 * se
+    assert torch.allclose(gpu.rew[..., :10], again.rew[..., :10], atol=1e-3)
+    assert (returns.mean() - repeated.mean()).abs() < 0.1 * se
 
 
 @ON_EACH_DEVICE
@@ -387,9 +392,13 @@ def test_every_algorithm_trains_on_cuda_and_its_run_evaluates_on_the_cpu(tmp_pat
 @pytest.mark.gpu
 @pytest.mark.warp
 @needs_warp
-def test_a_maml_iteration_on_cuda_is_close_to_the_cpu_backend(tmp_path: Path) -> None:
-    """As the Warp-CPU test above, with the simulation, sampler, policy and TRPO step on the GPU."""
-    gpu_record = read_metrics(_train(tmp_path / "gpu", "maml", "--run.backend", "warp", "--run.device", "cuda"))[0]
+def test_a_maml_iteration_on_cuda_repeats_with_its_seed(tmp_path: Path) -> None:
+    """With the simulation, sampler, policy and TRPO step on the GPU, a seed gives the same iteration again (within
+    the tolerance of MJWarp's atomics over a 10-step horizon). Not the CPU backend's numbers: the action noise comes
+    from a CUDA generator, seeded from the run's generator (the statistics test above compares the backends)."""
+    records = [read_metrics(_train(tmp_path / name, "maml", "--run.backend", "warp", "--run.device", "cuda"))[0]
+               for name in ("first", "again")]
     cpu_record = read_metrics(_train(tmp_path / "cpu", "maml", "--run.backend", "cpu"))[0]
-    assert gpu_record["meta/return_pre"] == pytest.approx(cpu_record["meta/return_pre"], abs=1e-3)
-    assert gpu_record["perf/env_steps"] == cpu_record["perf/env_steps"]
+    for key in ("meta/return_pre", "meta/return_post_1", "outer/kl"):
+        assert records[0][key] == pytest.approx(records[1][key], abs=1e-3), key
+    assert records[0]["perf/env_steps"] == cpu_record["perf/env_steps"]
