@@ -399,6 +399,6 @@ def test_a_maml_iteration_on_cuda_repeats_with_its_seed(tmp_path: Path) -> None:
     records = [read_metrics(_train(tmp_path / name, "maml", "--run.backend", "warp", "--run.device", "cuda"))[0]
                for name in ("first", "again")]
     cpu_record = read_metrics(_train(tmp_path / "cpu", "maml", "--run.backend", "cpu"))[0]
-    for key in ("meta/return_pre", "meta/return_post_1", "outer/kl"):
+    for key in ("meta/return_pre", "meta/return_post_1"):
         assert records[0][key] == pytest.approx(records[1][key], abs=1e-3), key
     assert records[0]["perf/env_steps"] == cpu_record["perf/env_steps"]
