@@ -77,12 +77,18 @@ class Sampler:
         family: the task family.
         backend: simulator backend (`metarl.sim`: "cpu" is `mujoco.batch`, "warp" / "warp:cuda:0" MJWarp; pure-torch
             families read only its device). Rollouts are written on that device.
+        stop_ended: whether episodes that ended stop stepping (masked steps) and the rollout stops once all have
+            ended: the default on the CPU, where it is exact to Gymnasium's envs and free. Elsewhere (default on a
+            GPU) ended episodes keep stepping, unmasked, for the whole horizon: deciding to stop reads `alive` on the
+            host, a device sync per env step, and MJWarp steps every world anyway. The batch is the same either way
+            (steps after an episode's end are zeroed out of it); only the simulators' states after the end differ.
     """
 
-    def __init__(self, family: TaskFamily, backend: str = "cpu") -> None:
+    def __init__(self, family: TaskFamily, backend: str = "cpu", stop_ended: bool | None = None) -> None:
         self.family = family
         self.backend = backend
         self.device = backend_device(backend)
+        self.stop_ended = self.device.type == "cpu" if stop_ended is None else stop_ended
         self._envs: dict[int, VecEnv] = {}
 
     def env(self, num_envs: int) -> VecEnv:
@@ -153,7 +159,7 @@ class Sampler:
                       step.terminated, last=h == H - 1)
             obs = step.obs.to(dtype)
             alive = alive & ~step.terminated
-            if not bool(alive.all()):
+            if self.stop_ended and not bool(alive.all()):
                 if not bool(alive.any()):
                     break
                 ids = alive.nonzero().squeeze(1)

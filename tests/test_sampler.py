@@ -98,6 +98,35 @@ def test_ant_early_termination_masks_the_rest_of_the_episode() -> None:
     assert torch.equal(batch.returns, batch.rew.sum(-1))
 
 
+def test_ended_episodes_stepping_on_give_the_same_batch() -> None:
+    """`stop_ended=False` (the GPU default: no device sync per step) lets ended ants keep stepping and runs the whole
+    horizon; the batch must equal the CPU default's, which stops them, field for field."""
+    family = metarl.make("AntVel-v0", horizon=40)
+    policy = _policy(family, init_std=100.0)  # flips ants within the horizon, as above
+    batches = []
+    for stop_ended in (True, False):
+        g = torch.Generator().manual_seed(0)
+        tasks = family.sample_tasks(T, g)
+        batches.append(Sampler(family, stop_ended=stop_ended).sample(policy, params_of(policy), tasks, E, g))
+    assert int(batches[0].mask.sum(-1).min()) < family.horizon, "no episode ended: the test would check nothing"
+    for name, stopped, unmasked in zip(Batch._fields, *batches, strict=True):
+        assert torch.equal(stopped, unmasked), name
+
+
+def test_a_rollout_whose_episodes_all_end_early_is_the_same_without_stopping() -> None:
+    family = metarl.make("PointNav-v0", horizon=8)
+    policy = GaussianMLP(2, 2, hidden=()).double()
+    params = params_of(policy)
+    params["net.0.weight"].zero_()
+    params["net.0.bias"].copy_(torch.tensor([0.1, -0.1], dtype=torch.float64))
+    tasks = family.make_tasks(goal=[[0.1, -0.1], [0.2, -0.2], [0.3, -0.3]])  # all reached within 3 steps
+    batches = [Sampler(family, stop_ended=stop).sample(policy, params, tasks, 2, torch.Generator().manual_seed(0),
+                                                       deterministic=True) for stop in (True, False)]
+    assert batches[0].mask.sum(-1).tolist() == [[1, 1], [2, 2], [3, 3]]
+    for name, stopped, unmasked in zip(Batch._fields, *batches, strict=True):
+        assert torch.equal(stopped, unmasked), name
+
+
 # ----------------------------------------------------------------------------------------------- log-probs, grads
 @pytest.mark.parametrize("stacked", [False, True], ids=["shared", "stacked"])
 def test_logp_matches_log_prob_recomputed(stacked: bool) -> None:
