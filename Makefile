@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-gpu demo test test-slow test-gpu lint bench clean
+.PHONY: setup setup-gpu demo test test-slow test-gpu gpu-check lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ test-slow: setup
 # on a machine with CUDA (and a CUDA torch: see TORCH_SPEC above): the `gpu`-marked tests, which `make test` skips
 test-gpu: setup-gpu
 	$(BIN)/python -m pytest -q -m gpu
+
+# the same tests plus the GPU benchmarks (sampler at 1k/4k/16k worlds, a paper-preset MAML iteration and 16x its
+# batch), each with its own time limit; logs and JSON lines in gpu-check/ (docs/gpu.md)
+gpu-check: setup-gpu
+	PYTHON=$(BIN)/python bash scripts/gpu_check.sh
 
 lint: setup
 	$(BIN)/ruff check metarl envs tests scripts
