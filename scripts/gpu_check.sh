@@ -13,7 +13,7 @@
 # rest. Logs and each benchmark's JSON line go to $OUT_DIR (default gpu-check/); the exit status is the number of
 # steps that failed.
 #
-#   scripts/gpu_check.sh                         # everything, about 8 minutes on an H200 with a cold kernel cache
+#   scripts/gpu_check.sh                         # everything: 2 min 45 s on an H200 with a cold kernel cache
 #   PYTHON=python3 OUT_DIR=/tmp/out scripts/gpu_check.sh
 set -u
 PYTHON=${PYTHON:-python}
