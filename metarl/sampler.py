@@ -81,7 +81,8 @@ class Sampler:
             ended: the default on the CPU, where it is exact to Gymnasium's envs and free. Elsewhere (default on a
             GPU) ended episodes keep stepping, unmasked, for the whole horizon: deciding to stop reads `alive` on the
             host, a device sync per env step, and MJWarp steps every world anyway. The batch is the same either way
-            (steps after an episode's end are zeroed out of it); only the simulators' states after the end differ.
+            (steps after an episode's end are zeroed out of it); the simulators' states after the end differ, and so
+            does the generator's afterwards if it draws the noise itself (the CPU) and every episode ended early.
     """
 
     def __init__(self, family: TaskFamily, backend: str = "cpu", stop_ended: bool | None = None) -> None:
