@@ -40,7 +40,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -77,15 +76,6 @@ def peak_rss_mb() -> float:
     raise RuntimeError("VmHWM missing from /proc/self/status (Linux only)")
 
 
-def synchronizer(backend: str) -> Callable[[], None]:
-    """A function that waits for the backend's device to finish queued work (a no-op on the CPU), so that each clock
-    reading covers the work of its phase and not just its launch."""
-    device = backend.partition(":")[2]
-    if device.startswith("cuda"):
-        return lambda: torch.cuda.synchronize(device)
-    return lambda: None
-
-
 @dataclass
 class Runner:
     """One training run advanced an iteration at a time, recording each iteration's phases."""
@@ -101,9 +91,14 @@ class Runner:
         self.threads: list[int] = []
         self.session = start(self.cfg, None)
         self.sampler = Sampler(self.session.family, self.session.backend)
-        self.sync = synchronizer(self.session.backend)
         self.cuda = self.sampler.device.type == "cuda"
         self.params = self.session.state.params
+
+    def sync(self) -> None:
+        """Wait for the device's queued work (a no-op on the CPU), so that each clock reading covers the work of its
+        phase and not just its launch."""
+        if self.cuda:
+            torch.cuda.synchronize(self.sampler.device)
 
     def step(self) -> None:
         reset_peak_rss()

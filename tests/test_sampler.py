@@ -22,11 +22,23 @@ def _policy(family: TaskFamily, dtype: torch.dtype = torch.float32, init_std: fl
     return GaussianMLP(family.obs_dim, family.act_dim, hidden=(16,), init_std=init_std).to(dtype)
 
 
-def _sample(family: TaskFamily, policy: torch.nn.Module, params: Params, seed: int = 0, **kwargs: object) -> Batch:
+def _sample(family: TaskFamily, policy: torch.nn.Module, params: Params, seed: int = 0,
+            stop_ended: bool | None = None, **kwargs: object) -> Batch:
     """T tasks × E episodes; tasks and rollouts drawn from one generator seeded with `seed`."""
     g = torch.Generator().manual_seed(seed)
     tasks = family.sample_tasks(T, g)
-    return Sampler(family).sample(policy, params, tasks, episodes=E, generator=g, **kwargs)  # type: ignore[arg-type]
+    sampler = Sampler(family, stop_ended=stop_ended)
+    return sampler.sample(policy, params, tasks, episodes=E, generator=g, **kwargs)  # type: ignore[arg-type]
+
+
+def _constant_mover() -> tuple[GaussianMLP, Params]:
+    """A linear PointNav policy whose mean is the constant action (0.1, -0.1): goal k·(0.1, -0.1) is reached after
+    exactly k deterministic steps."""
+    policy = GaussianMLP(2, 2, hidden=()).double()
+    params = params_of(policy)
+    params["net.0.weight"].zero_()
+    params["net.0.bias"].copy_(torch.tensor([0.1, -0.1], dtype=torch.float64))
+    return policy, params
 
 
 def _check_episode_structure(batch: Batch, horizon: int) -> Tensor:
@@ -76,10 +88,7 @@ def test_batch_shapes_and_dtypes_follow_the_policy(family_id: str, horizon: int,
 def test_episode_lengths_follow_termination_and_horizon() -> None:
     # a constant action (0.1, -0.1) reaches goal k·(0.1, -0.1) after exactly k steps; the last goal is never reached
     family = metarl.make("PointNav-v0", horizon=6)
-    policy = GaussianMLP(2, 2, hidden=()).double()
-    params = params_of(policy)
-    params["net.0.weight"].zero_()
-    params["net.0.bias"].copy_(torch.tensor([0.1, -0.1], dtype=torch.float64))
+    policy, params = _constant_mover()
     tasks = family.make_tasks(goal=[[0.1, -0.1], [0.2, -0.2], [0.3, -0.3], [0.3, 0.3]])
     g = torch.Generator().manual_seed(0)
     batch = Sampler(family).sample(policy, params, tasks, episodes=2, generator=g, deterministic=True)
@@ -103,11 +112,7 @@ def test_ended_episodes_stepping_on_give_the_same_batch() -> None:
     horizon; the batch must equal the CPU default's, which stops them, field for field."""
     family = metarl.make("AntVel-v0", horizon=40)
     policy = _policy(family, init_std=100.0)  # flips ants within the horizon, as above
-    batches = []
-    for stop_ended in (True, False):
-        g = torch.Generator().manual_seed(0)
-        tasks = family.sample_tasks(T, g)
-        batches.append(Sampler(family, stop_ended=stop_ended).sample(policy, params_of(policy), tasks, E, g))
+    batches = [_sample(family, policy, params_of(policy), stop_ended=stop) for stop in (True, False)]
     assert int(batches[0].mask.sum(-1).min()) < family.horizon, "no episode ended: the test would check nothing"
     for name, stopped, unmasked in zip(Batch._fields, *batches, strict=True):
         assert torch.equal(stopped, unmasked), name
@@ -115,10 +120,7 @@ def test_ended_episodes_stepping_on_give_the_same_batch() -> None:
 
 def test_a_rollout_whose_episodes_all_end_early_is_the_same_without_stopping() -> None:
     family = metarl.make("PointNav-v0", horizon=8)
-    policy = GaussianMLP(2, 2, hidden=()).double()
-    params = params_of(policy)
-    params["net.0.weight"].zero_()
-    params["net.0.bias"].copy_(torch.tensor([0.1, -0.1], dtype=torch.float64))
+    policy, params = _constant_mover()
     tasks = family.make_tasks(goal=[[0.1, -0.1], [0.2, -0.2], [0.3, -0.3]])  # all reached within 3 steps
     batches = [Sampler(family, stop_ended=stop).sample(policy, params, tasks, 2, torch.Generator().manual_seed(0),
                                                        deterministic=True) for stop in (True, False)]
