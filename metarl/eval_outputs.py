@@ -32,7 +32,8 @@ def eval_name(protocol: dict[str, Any], out: str | None, default_step_sizes: Seq
     """The name of an evaluation's files: `eval-<out>`, or the protocol `eval-T<tasks>-E<episodes>-k<steps>` with
     what else differs from the defaults appended: `-a<step sizes>` (not the algorithm's schedule), `-seed<S>` (not
     the run's seed), `-last` (`--checkpoint last`), `-c<chunk size>` (the rollout noise is drawn chunk by chunk),
-    `-<backend>` (not the cpu one, e.g. `-warp-cuda-0`: float32 physics gives slightly different returns)."""
+    `-<backend>` (not the cpu one, e.g. `-warp-cuda-0`: float32 physics gives slightly different returns),
+    `-maml2017` or `-tasks-<file stem>` (`--task-set`)."""
     if out is not None:
         return out if out.startswith("eval-") else f"eval-{out}"
     p = protocol
@@ -47,6 +48,8 @@ def eval_name(protocol: dict[str, Any], out: str | None, default_step_sizes: Seq
         parts.append(f"c{p['chunk_size']}")
     if p.get("backend", "cpu") != "cpu":
         parts.append(p["backend"].replace(":", "-"))
+    if p.get("task_set") is not None:  # given tasks, not the seeded draw: `maml2017`, or `tasks-<file stem>`
+        parts.append(p["task_set"] if p["task_set"] == "maml2017" else f"tasks-{Path(p['task_set']).stem}")
     return "eval-" + "-".join(parts)
 
 

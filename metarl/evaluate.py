@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -58,6 +59,10 @@ Progressor = Callable[[int, str], None]
 
 
 # ----------------------------------------------------------------------------------------------- seeds and defaults
+DEFAULT_TASKS = 40
+"""test tasks of an evaluation without --tasks or --task-set (the MAML paper's 40)"""
+
+
 def stream_seed(seed: int, stream: str) -> int:
     """A 63-bit seed for the named random stream ("test", "validation", ...) of run seed `seed`.
 
@@ -189,6 +194,7 @@ def evaluate(
     progress: Progressor | None = None,
     backend: str = "cpu",
     extra: dict[str, Any] | None = None,
+    test_tasks: Any | None = None,
 ) -> EvalResult:
     """Adapt `params` to `tasks` test tasks with the algorithm's operator and collect returns [k+1, T, E].
 
@@ -196,12 +202,17 @@ def evaluate(
     "test" stream of `seed`, consumed chunk after chunk, so the result depends only on the arguments. `backend`
     (`metarl.sim`: "cpu", "warp", "warp:cuda:0") simulates the rollouts; the policy and the adapted parameters live
     on its device, and the returns come back to the CPU. `extra` is the run state's `TrainState.extra` (MAML's
-    learned value baseline adapts with it).
+    learned value baseline adapts with it). `test_tasks` (the family's `Tasks`, e.g. `family.make_tasks(...)`)
+    replaces the seeded draw (`tasks` is then their number).
     """
     if algorithm.adaptation_returns is None:
         raise ValueError("this algorithm has no test-time adaptation operator (adaptation_returns)")
     generator = stream_generator(seed, "test")
-    test_tasks = family.sample_tasks(tasks, generator)
+    tasks = tasks if test_tasks is None else num_tasks(test_tasks)
+    drawn = family.sample_tasks(tasks, generator)
+    # given tasks replace the draw after it is made: the rollouts' noise is the same either way, so given tasks
+    # equal to the seeded draw reproduce the seeded evaluation exactly (tested)
+    test_tasks = drawn if test_tasks is None else test_tasks
     sampler = WatchedSampler(Sampler(family, backend))
     policy = policy.to(sampler.sampler.device)
     params = {k: v.to(sampler.sampler.device) for k, v in params.items()}
@@ -241,8 +252,12 @@ class EvalArgs:
 
     run_dir: Annotated[Path, tyro.conf.Positional]
     """the run directory (runs/<family>__<algo>__<seed>__<time>)"""
-    tasks: int = 40
-    """test tasks T (MAML: 40)"""
+    tasks: int | None = None
+    """test tasks T drawn from the seeded stream (default: 40, as MAML; with --task-set: that set's size)"""
+    task_set: str | None = None
+    """adapt to given test tasks instead of a seeded draw: `maml2017` (the MAML paper's own 40 test tasks of its
+    five families, comparable task by task with its published returns: `metarl.maml2017`) or a JSON file of the
+    family's task fields, e.g. {"goal_vel": [0.5, 1.5]} (an eval.json's "tasks" reads the same)"""
     steps: int = 3
     """adaptation steps k; returns are reported after 0..k steps"""
     episodes: int | None = None
@@ -277,7 +292,10 @@ class EvalArgs:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.tasks >= 1, f"--tasks must be >= 1, got {self.tasks}"),
+            (self.tasks is None or self.tasks >= 1, f"--tasks must be >= 1, got {self.tasks}"),
+            (self.task_set is None or self.task_set == "maml2017" or NAME_RE.match(Path(self.task_set).stem),
+             f"--task-set must be maml2017 or a JSON file whose name is letters, digits and . _ + - (it names the "
+             f"evaluation's files), got {self.task_set!r}"),
             (self.steps >= 0, f"--steps must be >= 0, got {self.steps}"),
             (self.episodes is None or self.episodes >= 1, f"--episodes must be >= 1, got {self.episodes}"),
             (all(math.isfinite(a) and a > 0 for a in self.step_sizes),
@@ -375,12 +393,42 @@ def eval_protocol(run: Any, args: EvalArgs, checkpoint: str) -> tuple[dict[str, 
         raise ValueError(f"{run.algo} has no default test-time step sizes; pass --step-sizes")
     state = run.payload["state"]
     backend = eval_backend(cfg, args)
+    given = given_tasks(run.family, run.spec.id, args.task_set)
+    tasks = num_tasks(given) if given is not None else (args.tasks or DEFAULT_TASKS)
+    if given is not None and args.tasks not in (None, tasks):
+        raise ValueError(f"--tasks {args.tasks} disagrees with --task-set {args.task_set}, which holds {tasks} tasks")
     return {
-        "tasks": args.tasks, "steps": args.steps, "episodes": episodes, "step_sizes": [float(a) for a in step_sizes],
+        "tasks": tasks, **({} if given is None else {"task_set": args.task_set}),  # none: as before task sets
+        "steps": args.steps, "episodes": episodes, "step_sizes": [float(a) for a in step_sizes],
         "seed": cfg.run.seed if args.seed is None else args.seed, "chunk_size": args.chunk_size,
         "checkpoint": checkpoint, "iteration": state["iteration"], "env_steps_trained": state.get("env_steps", 0),
         **({} if backend == "cpu" else {"backend": backend}),  # cpu: as every evaluation before backends existed
     }, default
+
+
+def given_tasks(family: TaskFamily, family_id: str, task_set: str | None) -> Any | None:
+    """The tasks of `--task-set` for `family` (registered as `family_id`), or None for the seeded draw. Raises
+    ValueError, naming the set, for a family the set does not fit or a file that is not a JSON object of its task
+    fields."""
+    if task_set is None:
+        return None
+    if task_set == "maml2017":
+        from metarl.maml2017 import paper_tasks
+
+        fields = paper_tasks(family_id.removeprefix("oracle/"))  # an oracle run meets its base family's tasks
+    else:
+        try:
+            fields = json.loads(Path(task_set).read_text())
+        except OSError as err:
+            raise ValueError(f"--task-set {task_set}: cannot read it ({err.strerror})") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--task-set {task_set}: not JSON ({err})") from None
+        if not isinstance(fields, dict):
+            raise ValueError(f"--task-set {task_set}: needs a JSON object of task fields, e.g. {{\"goal_vel\": [0.5]}}")
+    try:
+        return family.make_tasks(**fields)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--task-set {task_set}: {err}") from None
 
 
 def eval_backend(cfg: Any, args: EvalArgs) -> str:
@@ -393,11 +441,12 @@ def eval_backend(cfg: Any, args: EvalArgs) -> str:
 
 def _evaluate_opened(run: Any, args: EvalArgs, protocol: dict[str, Any], label: str | None) -> EvalOutcome:
     p = protocol
-    with eval_progress(args.tasks, f"eval {run.algo} {run.spec.id}", quiet=args.quiet) as progress:
+    with eval_progress(p["tasks"], f"eval {run.algo} {run.spec.id}", quiet=args.quiet) as progress:
         result = evaluate(run.algorithm, run.cfg, run.family, run.policy, run.params, tasks=p["tasks"],
                           step_sizes=p["step_sizes"], episodes=p["episodes"], seed=p["seed"],
                           chunk_size=p["chunk_size"], progress=progress, backend=p.get("backend", "cpu"),
-                          extra=run.payload["state"].get("extra"))
+                          extra=run.payload["state"].get("extra"),
+                          test_tasks=given_tasks(run.family, run.spec.id, p.get("task_set")))
     label = label or run_label(run.algo, run.spec.id, run.cfg.run.seed)
     return EvalOutcome(result, eval_record(result, run.algo, run.spec.to_json(), label, protocol))
 

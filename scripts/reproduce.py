@@ -19,6 +19,12 @@ every seed's own means under `methods.maml.per_seed`.
 
 The JSON holds `family`, `paper` (the paper's numbers), `methods` → {name: {"mean": [step 0..k], "se": [...]}},
 `iterations`, `env_steps`, `wall_s`, `machine`, `commit`, `command`, `seeds`, and the training curve.
+
+For the paper's five families, `paper_tasks` adds a task-by-task comparison: MAML (each task averaged over the seeds),
+the random initialisation and the oracle evaluated on the paper's own 40 test tasks with its test script's episodes
+and step sizes (`metarl eval --task-set maml2017`; `metarl.maml2017`), next to the paper's per-task returns on the
+same tasks, with the paired difference per step and by groups of tasks. `--paper-tasks-only` computes just that
+entry for given runs and adds it to a published result.
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
-from metarl import baselines, driver
+from metarl import baselines, driver, maml2017
 from metarl.algos.maml import PRESETS, MAMLConfig
 from metarl.config import apply_overrides
 from metarl.evaluate import EvalArgs, evaluate_run
@@ -188,6 +195,70 @@ def baseline_config(name: str, cfg: MAMLConfig, iterations: int) -> MAMLConfig:
     return dataclasses.replace(cfg, family=family, run=run)
 
 
+# ----------------------------------------------------------------------------------------------- the paper's own tasks
+PAPER_TASK_BASELINES = ("random", "oracle")
+"""Baselines also compared on the paper's tasks (its pretrained policy adapted with another step size, 0.02)."""
+
+
+def on_paper_tasks(run_dir: Path, args: argparse.Namespace, label: str, steps: int) -> dict[str, Any]:
+    """`run_dir` evaluated on the paper's 40 test tasks with its test script's episodes and step sizes
+    (`metarl eval RUN --task-set maml2017`), rollouts from the test stream of --seed."""
+    info = maml2017.paper_family(args.family)
+    return evaluate_run(EvalArgs(run_dir, task_set="maml2017", steps=steps, episodes=info.episodes,
+                                 step_sizes=maml2017.schedule(args.family, steps), seed=args.seed, quiet=True,
+                                 replace=True), label=label).record
+
+
+def mean_se(per_task: np.ndarray) -> dict[str, list[float]]:
+    """[steps + 1, T] -> mean and standard error over the tasks per step."""
+    return {"mean": per_task.mean(1).tolist(), "se": (per_task.std(1, ddof=1) / np.sqrt(per_task.shape[1])).tolist()}
+
+
+def paper_tasks_entry(args: argparse.Namespace, maml_runs: list[Path],
+                      baseline_runs: dict[str, Path]) -> dict[str, Any]:
+    """The task-by-task comparison with the paper: MAML (each task's return averaged over `maml_runs`, the seeds)
+    and the baselines of PAPER_TASK_BASELINES on the paper's own test tasks, the paper's per-task returns on them,
+    and the paired differences (`maml2017.paired`). The oracle is evaluated before adaptation only, as the paper's."""
+    info = maml2017.paper_family(args.family)
+    paper = maml2017.paper_returns(args.family)
+    todo = [("maml", maml_runs)] + [(n, [baseline_runs[n]]) for n in PAPER_TASK_BASELINES if n in baseline_runs]
+    methods, paired = {}, {}
+    for name, runs in todo:
+        records = [on_paper_tasks(run, args, name, 0 if name == "oracle" else args.eval_steps) for run in runs]
+        per_task = np.mean([r["per_task"] for r in records], axis=0)  # [steps + 1, 40]
+        methods[name] = {**mean_se(per_task), "per_task": per_task.tolist(), "runs": [str(r) for r in runs],
+                         "iterations": [r["protocol"]["iteration"] for r in records],
+                         "checkpoints": [r["protocol"]["checkpoint"] for r in records]}
+        if name in paper:
+            paired[name] = maml2017.paired(per_task.tolist(), paper[name])
+    return {"tasks": maml2017.paper_tasks(args.family), "episodes": info.episodes,
+            "step_sizes": list(maml2017.schedule(args.family, args.eval_steps)), "seed": args.seed,
+            "script": f"maml_examples/test_maml_{info.script}.py", "paper_checkpoint": info.checkpoint,
+            "methods": methods, "paired": paired,
+            "paper": {name: mean_se(np.asarray(v)) for name, v in paper.items() if name in methods},
+            "machine": machine(), "commit": commit(), "command": command_line(), "generated": time.strftime("%Y-%m-%d")}
+
+
+def task_groups(tasks: dict[str, list[Any]]) -> list[tuple[str, list[int]]]:
+    """Labelled groups of task indices, to locate a gap: directions apart, goal speeds in 0.5 m/s bins, 2-D goals
+    by distance from the start in 0.25 bins."""
+    ((field, values),) = tasks.items()
+    v = np.asarray(values, dtype=np.float64)
+    if field == "direction":
+        return [(label, np.flatnonzero(v == sign).tolist()) for label, sign in (("backward", -1.0), ("forward", 1.0))]
+    key, width, unit = (np.linalg.norm(v, axis=1), 0.25, "from the start") if v.ndim == 2 else (v, 0.5, "m/s")
+    groups = []
+    for low in np.arange(0.0, key.max() + 1e-12, width):
+        index = np.flatnonzero((key >= low) & (key < low + width)).tolist()
+        if index:
+            groups.append((f"{low:g}–{low + width:g} {unit}", index))
+    return groups
+
+
+def command_line() -> str:
+    return " ".join(["python", "scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])])
+
+
 def training_curve(run_dir: Path) -> dict[str, list[float]]:
     records = read_training(run_dir)
     post = [k for k in records[0] if k.startswith("meta/return_post_")] if records else []
@@ -327,7 +398,50 @@ def result_section(r: dict[str, Any]) -> list[str]:
               f"- Command: `{r['command']}`"]
     lines += seeds_lines(r["methods"]["maml"])
     lines += [f"- {note}" for note in r.get("notes") or []]
+    lines += paper_tasks_lines(r["family"], r["paper_tasks"]) if "paper_tasks" in r else []
     return [*lines, ""]
+
+
+def paper_tasks_lines(family: str, p: dict[str, Any]) -> list[str]:
+    """The `paper_tasks` entry: ours and the paper's on the paper's own test tasks, the paired differences, and
+    where they arise (`task_groups`)."""
+    k = len(p["step_sizes"])
+    maml = p["methods"]["maml"]
+    runs = ", ".join(f"`{run}` (iteration {it})" for run, it in zip(maml["runs"], maml["iterations"], strict=True))
+    lines = ["", f"### {family} on the paper's own test tasks", "",
+             f"The paper's 40 test tasks (cbfinn/maml_rl `{p['script']}`), adapted as that script did: "
+             f"{p['episodes']} episodes per step, step sizes {', '.join(f'{a:g}' for a in p['step_sizes'])}; the "
+             f"paper evaluated its checkpoint {p['paper_checkpoint']}. Each task's return is compared with the "
+             "paper's on the same task: the difference rows are the mean of the per-task differences ± their "
+             "standard error.", "",
+             "| method | " + " | ".join(f"step {j}" for j in range(k + 1)) + " |", "|---|" + "---|" * (k + 1)]
+    for name, ours in p["methods"].items():
+        for label, row in ((f"{name}, paper", p["paper"].get(name)), (f"{name} (ours)", ours)):
+            if row is not None:
+                cells = [fmt(a, b) for a, b in zip(row["mean"], row["se"], strict=True)][: k + 1]
+                lines.append(f"| {label} | " + " | ".join(cells + [""] * (k + 1 - len(cells))) + " |")
+        if name in p["paired"]:
+            cells = [fmt(a, b) for a, b in zip(p["paired"][name]["diff"], p["paired"][name]["se"], strict=True)]
+            lines.append(f"| {name}: ours − paper | " + " | ".join(cells + [""] * (k + 1 - len(cells))) + " |")
+    lines += ["", f"- Ours: {runs}, {len(maml['runs'])} seed(s) averaged per task; rollouts from the test stream of "
+              f"seed {p['seed']}; commit `{p['commit']}`, {p['machine']}.", f"- Command: `{p['command']}`"]
+    return [*lines, *task_group_lines(family, p)]
+
+
+def task_group_lines(family: str, p: dict[str, Any]) -> list[str]:
+    """MAML's before → after one step, ours and the paper's, per group of tasks, with the paired difference after."""
+    ours, theirs = np.asarray(p["methods"]["maml"]["per_task"]), np.asarray(maml2017.paper_returns(family)["maml"])
+    if ours.shape[0] < 2:
+        return []
+    lines = ["", "| tasks | n | ours: before → after one step | paper | ours − paper after one step |",
+             "|---|---|---|---|---|"]
+    for label, index in task_groups(p["tasks"]):
+        d = ours[1, index] - theirs[1, index]
+        se = d.std(ddof=1) / np.sqrt(len(index)) if len(index) > 1 else float("nan")
+        lines.append(f"| {label} | {len(index)} | {fmt(ours[0, index].mean())} → {fmt(ours[1, index].mean())} | "
+                     f"{fmt(theirs[0, index].mean())} → {fmt(theirs[1, index].mean())} | {fmt(d.mean(), se)} |")
+    return lines
+
 
 
 def seeds_lines(maml: dict[str, Any]) -> list[str]:
@@ -370,8 +484,18 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true", help="only regenerate the markdown from the JSONs")
     parser.add_argument("--notes-only", action="store_true",
                         help="replace the notes of FAMILY's published result with --note lines, then regenerate")
+    parser.add_argument("--no-paper-tasks", action="store_true",
+                        help="skip the task-by-task comparison on the paper's own test tasks")
+    parser.add_argument("--paper-tasks-only", action="store_true",
+                        help="only compare --from-run (--seed-run, --baseline-run) with the paper on its own test "
+                             "tasks, into FAMILY's published result, then regenerate")
     args = parser.parse_args()
-    if args.notes_only:
+    if args.paper_tasks_only:
+        try:
+            add_paper_tasks(args)
+        except (RunDirError, ValueError) as err:
+            raise SystemExit(f"reproduce.py: {err}") from None
+    elif args.notes_only:
         path = args.out / f"{args.family}.json"
         result = json.loads(path.read_text())
         path.write_text(json.dumps({**result, "notes": args.note}, indent=1) + "\n")
@@ -394,14 +518,15 @@ def run(args: argparse.Namespace) -> None:
     curve = training_curve(run_dir)
     wall = sum(float(r.get("perf/sample_s", 0) + r.get("perf/update_s", 0)) for r in read_training(run_dir))
     methods = {args.algo: maml_entry(run_dir, opened, args)}
-    reuse = dict(pair.split("=", 1) for pair in args.baseline_run)
+    reuse = reused_baselines(args)
     names = [] if args.baselines == "none" else [n for n in args.baselines.split(",") if n]
+    b_dirs = {}
     for name in names:
         if name not in BASELINE_NAMES:
             raise SystemExit(f"unknown baseline {name!r}; choose from {', '.join(BASELINE_NAMES)}")
         b_cfg = baseline_config(name, cfg, args.baseline_iterations or cfg.run.iterations)
-        b_dir = trained(f"baseline-{name}", b_cfg, Path(reuse[name]) if name in reuse else None)
-        methods[name] = evaluated(b_dir, args, name)
+        b_dirs[name] = trained(f"baseline-{name}", b_cfg, reuse.get(name))
+        methods[name] = evaluated(b_dirs[name], args, name)
     if args.algo != "maml":
         methods["maml"] = methods.pop(args.algo)
     result = {
@@ -410,15 +535,45 @@ def run(args: argparse.Namespace) -> None:
         "machine": machine(), "commit": commit(), "eval_tasks": args.eval_tasks,
         "seeds": [p["seed"] for p in methods["maml"]["per_seed"]] if "per_seed" in methods["maml"] else [cfg.run.seed],
         "eval_steps": args.eval_steps, "config": config_to_dict(cfg),
-        "command": " ".join(["python", "scripts/reproduce.py", *map(shlex.quote, sys.argv[1:])]),
+        "command": command_line(),
         "training": curve, "training_other_seeds": [training_curve(Path(p["run"]))
                                                      for p in methods["maml"].get("per_seed", [])[1:]],
         "notes": args.note, "generated": time.strftime("%Y-%m-%d"),
     }
+    if args.family in maml2017.FAMILIES and not args.no_paper_tasks:
+        result["paper_tasks"] = paper_tasks_entry(args, [run_dir, *args.seed_run], b_dirs)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.family}.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(result, args.out / f"{args.family}.png")
     print(f"wrote {args.out / (args.family + '.json')} and .png")
+
+
+def reused_baselines(args: argparse.Namespace) -> dict[str, Path]:
+    """--baseline-run NAME=RUN_DIR pairs as {name: run directory}."""
+    pairs = {}
+    for pair in args.baseline_run:
+        name, sep, path = pair.partition("=")
+        if not sep or name not in BASELINE_NAMES:
+            raise SystemExit(f"--baseline-run needs NAME=RUN_DIR with NAME one of {', '.join(BASELINE_NAMES)}, "
+                             f"got {pair!r}")
+        pairs[name] = Path(path)
+    return pairs
+
+
+def add_paper_tasks(args: argparse.Namespace) -> None:
+    """--paper-tasks-only: compute the `paper_tasks` entry for --from-run (and --seed-run, --baseline-run) and put it
+    into the published <family>.json, leaving the rest of that result as it is."""
+    path = args.out / f"{args.family}.json"
+    if args.from_run is None or not path.is_file():
+        raise SystemExit(f"--paper-tasks-only needs --from-run and a published {path}")
+    for other in args.seed_run:  # the seeds must be one training, as maml_entry checks for the main table
+        differ = same_training(config_to_dict(driver.open_run(args.from_run).cfg),
+                               config_to_dict(driver.open_run(other).cfg))
+        if differ:
+            raise SystemExit(f"{other} is not another seed of {args.from_run}: it differs in {differ}")
+    result = json.loads(path.read_text())
+    entry = paper_tasks_entry(args, [args.from_run, *args.seed_run], reused_baselines(args))
+    path.write_text(json.dumps({**result, "paper_tasks": entry}, indent=1) + "\n")
 
 
 def maml_entry(run_dir: Path, primary: Any, args: argparse.Namespace) -> dict[str, Any]:

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from metarl import maml2017
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +31,7 @@ def test_reproduce_writes_the_schema_and_regenerates_the_markdown(tmp_path: Path
     for method in result["methods"].values():
         assert len(method["mean"]) == len(method["se"]) == 4  # steps 0..3
     assert (out / "PointNav-v0.png").stat().st_size > 10_000
+    check_paper_tasks(result["paper_tasks"], {"maml", "random", "oracle"})
     written = markdown.read_bytes()
     markdown.unlink()
     subprocess.run([sys.executable, "scripts/reproduce.py", "--render-only", *common], cwd=ROOT, check=True,
@@ -35,6 +39,24 @@ def test_reproduce_writes_the_schema_and_regenerates_the_markdown(tmp_path: Path
     assert markdown.read_bytes() == written  # generated from the JSON alone, byte for byte
     text = written.decode()
     assert "| MAML paper | -40.4 | -11.7 | -3.3 |" in text and "| maml (ours) |" in text
+    assert "### PointNav-v0 on the paper's own test tasks" in text and "| maml: ours − paper | " in text
+
+
+def check_paper_tasks(entry: dict, methods: set[str]) -> None:
+    """A `paper_tasks` entry: the paper's tasks and schedule, per-task returns, and paired differences recomputed
+    here from the per-task returns and the vendored paper data."""
+    assert entry["tasks"] == maml2017.paper_tasks("PointNav-v0")
+    assert (entry["episodes"], entry["step_sizes"]) == (40, [0.5, 0.25, 0.25])
+    assert set(entry["methods"]) == methods
+    paper = maml2017.paper_returns("PointNav-v0")
+    for name, method in entry["methods"].items():
+        ours = np.asarray(method["per_task"])
+        assert ours.shape == ((1 if name == "oracle" else 4), 40)
+        assert method["mean"] == pytest.approx(ours.mean(1).tolist())
+        steps = min(len(ours), len(paper[name]))
+        diff = ours[:steps] - np.asarray(paper[name])[:steps]
+        assert entry["paired"][name]["diff"] == pytest.approx(diff.mean(1).tolist())
+        assert entry["paired"][name]["se"] == pytest.approx((diff.std(1, ddof=1) / np.sqrt(40)).tolist())
 
 
 def test_the_published_results_name_every_paper_family_with_its_numbers(load_script) -> None:
@@ -87,10 +109,11 @@ def test_reproduce_combines_seed_runs_and_refuses_a_run_that_is_not_another_seed
     tiny = ["--iterations", "2", "--eval-tasks", "3", "--set", "meta_batch_size=3", "--set", "episodes_per_task=2",
             "--set", "curvature_subsample=1", "--baselines", "none", "--runs-dir", str(runs), "--out", str(out),
             "--markdown", str(markdown)]
+    no_paper = ["--no-paper-tasks"]  # checked once, at the end
 
     def reproduce(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "scripts/reproduce.py", "PointNav-v0", *tiny, *extra], cwd=ROOT,
-                              capture_output=True, text=True)
+        return subprocess.run([sys.executable, "scripts/reproduce.py", "PointNav-v0", *tiny, *no_paper, *extra],
+                              cwd=ROOT, capture_output=True, text=True)
 
     for seed in ("0", "1"):  # trains a run per seed
         assert reproduce("--seed", seed).returncode == 0
@@ -116,3 +139,13 @@ def test_reproduce_combines_seed_runs_and_refuses_a_run_that_is_not_another_seed
     refused = reproduce("--from-run", str(seed0), "--seed-run", str(tmp_path / "nope"))
     assert refused.returncode != 0 and "is not a run directory" in refused.stderr
     assert "Traceback" not in refused.stderr
+    # the paper's tasks for the published result alone: each task averaged over the two seeds, the rest unchanged
+    no_paper.clear()
+    assert reproduce("--paper-tasks-only", "--from-run", str(seed0), "--seed-run", str(seed1)).returncode == 0
+    added = json.loads((out / "PointNav-v0.json").read_text())
+    assert {k: v for k, v in added.items() if k != "paper_tasks"} == result
+    check_paper_tasks(added["paper_tasks"], {"maml"})
+    per_seed = [json.loads(next(d.glob("eval-T40-E40-k3*-maml2017.json")).read_text())["per_task"]
+                for d in (seed0, seed1)]  # (seed 1's named -seed0: evaluated on seed 0's rollout stream)
+    assert added["paper_tasks"]["methods"]["maml"]["per_task"] == np.mean(per_seed, axis=0).tolist()
+    assert "### PointNav-v0 on the paper's own test tasks" in markdown.read_text()

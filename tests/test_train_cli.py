@@ -27,7 +27,7 @@ def train(tmp_path: Path, algo: str, *extra: str, iterations: int = 2, seed: int
     before = set(runs.glob("*")) if runs.exists() else set()
     argv = ["train", algo, "--family", "PointNav-v0", *TINY.get(algo, []), "--run.iterations", str(iterations),
             "--run.runs-dir", str(runs), "--run.seed", str(seed), "--run.checkpoint-every", "1",
-            "--run.no-tensorboard", *extra]
+            "--run.no-tensorboard", "--run.threads", "1", *extra]  # a fixed count: bit-exact repeats (README)
     assert main(argv) == 0
     (run_dir,) = set(runs.glob("*")) - before
     return run_dir
