@@ -265,7 +265,10 @@ def run_eval(args: EvalArgs) -> Path:
 def describe(record: dict[str, Any]) -> str:
     """One line: what was evaluated, how."""
     p = record["protocol"]
-    return (f"{record['label']}: {counted(p['tasks'], 'test task')} (seed {p['seed']}), "
+    task_set = p.get("task_set")
+    given = "" if task_set is None else ("the MAML paper's" if task_set == "maml2017" else f"from {task_set}")
+    given += "; rollout " if given else ""
+    return (f"{record['label']}: {counted(p['tasks'], 'test task')} ({given}seed {p['seed']}), "
             f"{counted(p['episodes'], 'episode')} per step, {p['checkpoint']} at iteration {p['iteration']}")
 
 

@@ -82,7 +82,8 @@ class RunConfig:
     """overrides of the family's registered kwargs, e.g. high 3.0 horizon 100"""
     threads: int = 0
     """torch threads for the update: 0 follows the machine (every usable core, fewer while other processes keep
-    cores busy: metarl/threads.py), N fixes it; the rollouts always use one (the simulator's threads need the cores)"""
+    cores busy: metarl/threads.py), N fixes it; the rollouts always use one (the simulator's threads need the cores).
+    The count can change the update's float rounding: runs that must repeat bit for bit need a fixed N"""
     backend: Literal["auto", "cpu", "warp"] = "auto"
     """simulator: cpu (mujoco.batch), warp (MJWarp, float32: pip install 'metarl[gpu]'), or auto (warp on CUDA when a
     GPU is visible and the extra installed, else cpu); docs/gpu.md"""
