@@ -206,7 +206,7 @@ def on_paper_tasks(run_dir: Path, args: argparse.Namespace, label: str, steps: i
     info = maml2017.paper_family(args.family)
     return evaluate_run(EvalArgs(run_dir, task_set="maml2017", steps=steps, episodes=info.episodes,
                                  step_sizes=maml2017.schedule(args.family, steps), seed=args.seed, quiet=True,
-                                 replace=True), label=label).record
+                                 checkpoint=args.paper_checkpoint, replace=True), label=label).record
 
 
 def mean_se(per_task: np.ndarray) -> dict[str, list[float]]:
@@ -231,7 +231,7 @@ def paper_tasks_entry(args: argparse.Namespace, maml_runs: list[Path],
                          "checkpoints": [r["protocol"]["checkpoint"] for r in records]}
         if name in paper:
             paired[name] = maml2017.paired(per_task.tolist(), paper[name])
-    return {"tasks": maml2017.paper_tasks(args.family), "episodes": info.episodes,
+    return {"tasks": maml2017.paper_tasks(args.family), "episodes": info.episodes, "checkpoint": args.paper_checkpoint,
             "step_sizes": list(maml2017.schedule(args.family, args.eval_steps)), "seed": args.seed,
             "script": f"maml_examples/test_maml_{info.script}.py", "paper_checkpoint": info.checkpoint,
             "methods": methods, "paired": paired,
@@ -411,9 +411,9 @@ def paper_tasks_lines(family: str, p: dict[str, Any]) -> list[str]:
     lines = ["", f"### {family} on the paper's own test tasks", "",
              f"The paper's 40 test tasks (cbfinn/maml_rl `{p['script']}`), adapted as that script did: "
              f"{p['episodes']} episodes per step, step sizes {', '.join(f'{a:g}' for a in p['step_sizes'])}; the "
-             f"paper evaluated its checkpoint {p['paper_checkpoint']}. Each task's return is compared with the "
-             "paper's on the same task: the difference rows are the mean of the per-task differences ± their "
-             "standard error.", "",
+             f"paper evaluated its checkpoint {p['paper_checkpoint']}, ours the {checkpoint_words(p)}. Each "
+             "task's return is compared with the paper's on the same task: the difference rows are the mean of the "
+             "per-task differences ± their standard error.", "",
              "| method | " + " | ".join(f"step {j}" for j in range(k + 1)) + " |", "|---|" + "---|" * (k + 1)]
     for name, ours in p["methods"].items():
         for label, row in ((f"{name}, paper", p["paper"].get(name)), (f"{name} (ours)", ours)):
@@ -426,6 +426,10 @@ def paper_tasks_lines(family: str, p: dict[str, Any]) -> list[str]:
     lines += ["", f"- Ours: {runs}, {len(maml['runs'])} seed(s) averaged per task; rollouts from the test stream of "
               f"seed {p['seed']}; commit `{p['commit']}`, {p['machine']}.", f"- Command: `{p['command']}`"]
     return [*lines, *task_group_lines(family, p)]
+
+
+def checkpoint_words(p: dict[str, Any]) -> str:
+    return {"best": "best by validation (best.pt)", "last": "last (checkpoint.pt)"}[p.get("checkpoint", "best")]
 
 
 def task_group_lines(family: str, p: dict[str, Any]) -> list[str]:
@@ -486,6 +490,8 @@ def main() -> None:
                         help="replace the notes of FAMILY's published result with --note lines, then regenerate")
     parser.add_argument("--no-paper-tasks", action="store_true",
                         help="skip the task-by-task comparison on the paper's own test tasks")
+    parser.add_argument("--paper-checkpoint", choices=["best", "last"], default="best",
+                        help="the checkpoint evaluated on the paper's tasks (the paper's 2-D navigation: its last)")
     parser.add_argument("--paper-tasks-only", action="store_true",
                         help="only compare --from-run (--seed-run, --baseline-run) with the paper on its own test "
                              "tasks, into FAMILY's published result, then regenerate")
