@@ -141,11 +141,13 @@ def test_reproduce_combines_seed_runs_and_refuses_a_run_that_is_not_another_seed
     assert "Traceback" not in refused.stderr
     # the paper's tasks for the published result alone: each task averaged over the two seeds, the rest unchanged
     no_paper.clear()
-    assert reproduce("--paper-tasks-only", "--from-run", str(seed0), "--seed-run", str(seed1)).returncode == 0
+    assert reproduce("--paper-tasks-only", "--paper-checkpoint", "last", "--from-run", str(seed0), "--seed-run",
+                     str(seed1)).returncode == 0
     added = json.loads((out / "PointNav-v0.json").read_text())
     assert {k: v for k, v in added.items() if k != "paper_tasks"} == result
     check_paper_tasks(added["paper_tasks"], {"maml"})
-    per_seed = [json.loads(next(d.glob("eval-T40-E40-k3*-maml2017.json")).read_text())["per_task"]
+    assert added["paper_tasks"]["methods"]["maml"]["checkpoints"] == ["checkpoint.pt"] * 2
+    per_seed = [json.loads(next(d.glob("eval-T40-E40-k3*-last-maml2017.json")).read_text())["per_task"]
                 for d in (seed0, seed1)]  # (seed 1's named -seed0: evaluated on seed 0's rollout stream)
     assert added["paper_tasks"]["methods"]["maml"]["per_task"] == np.mean(per_seed, axis=0).tolist()
     assert "### PointNav-v0 on the paper's own test tasks" in markdown.read_text()
