@@ -18,7 +18,7 @@ from test_train_cli import train
 from metarl import registry
 from metarl.cli import main
 from metarl.evaluate import given_tasks
-from metarl.maml2017 import FAMILIES, paired, paper_returns, paper_tasks
+from metarl.maml2017 import FAMILIES, paired, paper_returns, paper_tasks, schedule
 
 PAPER_MEANS = {  # the MAML paper's Fig. 5 / Fig. 4 means (the issue's table; notes/anchors-metarl.md §3.1)
     "HalfCheetahVel-v0": ([-129.5, -78.6, -66.6, -60.8], -54.5),
@@ -65,6 +65,15 @@ def test_the_vendored_returns_give_the_papers_means(family: str) -> None:
     assert len(returns["random"]) == len(means)
     # and the tasks fit our family's fields
     assert registry.make(family).make_tasks(**paper_tasks(family))
+
+
+def test_the_test_scripts_step_sizes() -> None:
+    """init_learning_rate α, then tf_optimizer_args' learning_rate: 0.5·α (test_maml_ant_direc.py: 0.01·α)."""
+    assert schedule("HalfCheetahVel-v0", 3) == (0.1, 0.05, 0.05)
+    assert schedule("PointNav-v0", 3) == (0.5, 0.25, 0.25)
+    assert schedule("AntDir-v0", 3) == pytest.approx((0.1, 0.001, 0.001)) and schedule("AntDir-v0", 0) == ()
+    assert (FAMILIES["AntDir-v0"].episodes, FAMILIES["PointNav-v0"].episodes, FAMILIES["AntVel-v0"].episodes) == \
+        (40, 40, 20)  # batch_size 8000 / H 200, 4000 / H 100, 4000 / H 200
 
 
 def test_paired_difference_and_standard_error_by_hand() -> None:
