@@ -350,12 +350,13 @@ def evaluate_run(args: EvalArgs, label: str | None = None,
             from metarl.camera import render_camera
 
             render_camera(run.family.model, args.video_camera)  # a camera the model lacks: refused before the work
-        protocol, default_sizes = eval_protocol(run, args, checkpoint)
+        given = given_tasks(run.family, run.spec.id, args.task_set)  # read once: the protocol and the rollouts
+        protocol, default_sizes = eval_protocol(run, args, checkpoint, given)
         name = eval_name({**protocol, "requested": args.checkpoint}, args.out, default_sizes, run.cfg.run.seed)
         earlier = check_earlier(args.run_dir, name, protocol, args.replace)  # before the work, not after
         written = "nothing was written"
         try:
-            outcome = _evaluate_opened(run, args, protocol, label)
+            outcome = _evaluate_opened(run, args, protocol, label, given)
             outcome.name = name
             outcome.notes += [earlier] if earlier else []
             bad = _non_finite_steps(outcome.result)
@@ -381,9 +382,10 @@ def evaluate_run(args: EvalArgs, label: str | None = None,
     return outcome
 
 
-def eval_protocol(run: Any, args: EvalArgs, checkpoint: str) -> tuple[dict[str, Any], tuple[float, ...] | None]:
-    """(eval.json's `protocol`, the algorithm's default step sizes) from the options and the opened run, before
-    anything is evaluated."""
+def eval_protocol(run: Any, args: EvalArgs, checkpoint: str,
+                  given: Any | None = None) -> tuple[dict[str, Any], tuple[float, ...] | None]:
+    """(eval.json's `protocol`, the algorithm's default step sizes) from the options, the opened run and the
+    `--task-set` tasks (`given_tasks`), before anything is evaluated."""
     cfg = run.cfg
     episodes = args.episodes or default_episodes(cfg)
     default = (tuple(run.algorithm.eval_step_sizes(cfg, args.steps)) if run.algorithm.eval_step_sizes is not None
@@ -393,7 +395,6 @@ def eval_protocol(run: Any, args: EvalArgs, checkpoint: str) -> tuple[dict[str, 
         raise ValueError(f"{run.algo} has no default test-time step sizes; pass --step-sizes")
     state = run.payload["state"]
     backend = eval_backend(cfg, args)
-    given = given_tasks(run.family, run.spec.id, args.task_set)
     tasks = num_tasks(given) if given is not None else (args.tasks or DEFAULT_TASKS)
     if given is not None and args.tasks not in (None, tasks):
         raise ValueError(f"--tasks {args.tasks} disagrees with --task-set {args.task_set}, which holds {tasks} tasks")
@@ -439,14 +440,15 @@ def eval_backend(cfg: Any, args: EvalArgs) -> str:
     return resolve_backend(backend, device)
 
 
-def _evaluate_opened(run: Any, args: EvalArgs, protocol: dict[str, Any], label: str | None) -> EvalOutcome:
+def _evaluate_opened(run: Any, args: EvalArgs, protocol: dict[str, Any], label: str | None,
+                     given: Any | None) -> EvalOutcome:
     p = protocol
     with eval_progress(p["tasks"], f"eval {run.algo} {run.spec.id}", quiet=args.quiet) as progress:
         result = evaluate(run.algorithm, run.cfg, run.family, run.policy, run.params, tasks=p["tasks"],
                           step_sizes=p["step_sizes"], episodes=p["episodes"], seed=p["seed"],
                           chunk_size=p["chunk_size"], progress=progress, backend=p.get("backend", "cpu"),
                           extra=run.payload["state"].get("extra"),
-                          test_tasks=given_tasks(run.family, run.spec.id, p.get("task_set")))
+                          test_tasks=given)
     label = label or run_label(run.algo, run.spec.id, run.cfg.run.seed)
     return EvalOutcome(result, eval_record(result, run.algo, run.spec.to_json(), label, protocol))
 

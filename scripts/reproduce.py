@@ -440,10 +440,10 @@ def task_group_lines(family: str, p: dict[str, Any]) -> list[str]:
     lines = ["", "| tasks | n | ours: before → after one step | paper | ours − paper after one step |",
              "|---|---|---|---|---|"]
     for label, index in task_groups(p["tasks"]):
-        d = ours[1, index] - theirs[1, index]
-        se = d.std(ddof=1) / np.sqrt(len(index)) if len(index) > 1 else float("nan")
+        after = maml2017.paired([ours[1, index]], [theirs[1, index]])
         lines.append(f"| {label} | {len(index)} | {fmt(ours[0, index].mean())} → {fmt(ours[1, index].mean())} | "
-                     f"{fmt(theirs[0, index].mean())} → {fmt(theirs[1, index].mean())} | {fmt(d.mean(), se)} |")
+                     f"{fmt(theirs[0, index].mean())} → {fmt(theirs[1, index].mean())} | "
+                     f"{fmt(after['diff'][0], after['se'][0])} |")
     return lines
 
 
@@ -572,11 +572,7 @@ def add_paper_tasks(args: argparse.Namespace) -> None:
     path = args.out / f"{args.family}.json"
     if args.from_run is None or not path.is_file():
         raise SystemExit(f"--paper-tasks-only needs --from-run and a published {path}")
-    for other in args.seed_run:  # the seeds must be one training, as maml_entry checks for the main table
-        differ = same_training(config_to_dict(driver.open_run(args.from_run).cfg),
-                               config_to_dict(driver.open_run(other).cfg))
-        if differ:
-            raise SystemExit(f"{other} is not another seed of {args.from_run}: it differs in {differ}")
+    seed_runs_checked(args.from_run, driver.open_run(args.from_run), args.seed_run)
     result = json.loads(path.read_text())
     entry = paper_tasks_entry(args, [args.from_run, *args.seed_run], reused_baselines(args))
     path.write_text(json.dumps({**result, "paper_tasks": entry}, indent=1) + "\n")
@@ -585,12 +581,21 @@ def add_paper_tasks(args: argparse.Namespace) -> None:
 def maml_entry(run_dir: Path, primary: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The trained method's entry: one run's evaluation, or with --seed-run every seed's, combined (`over_seeds`).
     A seed run must be the same training (`same_training`) to the same iteration, with a seed of its own."""
+    seeds = seed_runs_checked(run_dir, primary, args.seed_run)
     record = evaluation(run_dir, args, args.algo)
     if not args.seed_run:
         return summarized(record, run_dir)
+    runs = [run_dir, *args.seed_run]
+    records = [record, *(evaluation(other, args, args.algo) for other in args.seed_run)]
+    return over_seeds(records, runs, seeds)
+
+
+def seed_runs_checked(run_dir: Path, primary: Any, others: list[Path]) -> list[int]:
+    """The training seeds of `run_dir` (opened: `primary`) and `others`, after checking that each of `others` is
+    the same training (`same_training`) to the same iteration, with a seed of its own; SystemExit otherwise."""
     iteration = primary.payload["state"]["iteration"]
-    runs, records, seeds = [run_dir], [record], [primary.cfg.run.seed]
-    for other in args.seed_run:
+    seeds = [primary.cfg.run.seed]
+    for other in others:
         opened = driver.open_run(other)
         differ = same_training(config_to_dict(primary.cfg), config_to_dict(opened.cfg))
         if opened.algo != primary.algo or differ:
@@ -600,10 +605,8 @@ def maml_entry(run_dir: Path, primary: Any, args: argparse.Namespace) -> dict[st
         if opened.payload["state"]["iteration"] != iteration:
             raise SystemExit(f"{other} stopped at iteration {opened.payload['state']['iteration']}, {run_dir} at "
                              f"{iteration}: train both to the same iteration (`metarl train --resume`)")
-        runs.append(other)
-        records.append(evaluation(other, args, args.algo))
         seeds.append(opened.cfg.run.seed)
-    return over_seeds(records, runs, seeds)
+    return seeds
 
 
 if __name__ == "__main__":
